@@ -1,0 +1,83 @@
+"""Shared fixtures: the real BigEarthNet samples in ../shared and small synthetic archives.
+
+Real-data tests skip when ../shared/bigearthnet is absent, unless REQUIRE_SHARED_DATA=1 (set by
+.ci/run), in which case they fail: CI can never skip them silently.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get("BIGEARTHNET_SHARED", os.path.join(os.path.dirname(REPO), "shared", "bigearthnet"))
+
+
+def shared_path(*parts) -> str:
+    path = os.path.join(SHARED, *parts)
+    if not os.path.exists(path):
+        if os.environ.get("REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(f"{path} is missing and REQUIRE_SHARED_DATA=1")
+        pytest.skip(f"{path} not present")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_examples(tmp_path_factory):
+    """The 6 real v1 pairs, extracted: (s2_root, s1_root, [s2 names], {s2: s1})."""
+    out = tmp_path_factory.mktemp("real")
+    for name in ("BigEarthNet-S2-Example.tar.bz2", "BigEarthNet-S1-Example.tar.bz2"):
+        with tarfile.open(shared_path("examples", name)) as tar:
+            tar.extractall(out, filter="data")
+    s2_root, s1_root = out / "BigEarthNet-S2-Example", out / "BigEarthNet-S1-Example"
+    import json
+
+    pairs = {}
+    for s1 in sorted(os.listdir(s1_root)):
+        with open(s1_root / s1 / f"{s1}_labels_metadata.json") as f:
+            pairs[json.load(f)["corresponding_s2_patch"]] = s1
+    return str(s2_root), str(s1_root), sorted(os.listdir(s2_root)), pairs
+
+
+def run_cli(*args, check=True, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m tfrecords_builder ARGS` in a fresh process, as a user would run it."""
+    proc = subprocess.run([sys.executable, "-m", "tfrecords_builder", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def synth_v1(tmp_path_factory):
+    from tfrecords_builder.synth import write_archive
+
+    out = tmp_path_factory.mktemp("synth") / "v1"
+    return write_archive(str(out), "v1", 80, seed=3)
+
+
+@pytest.fixture(scope="session")
+def synth_v2(tmp_path_factory):
+    from tfrecords_builder.synth import write_archive
+
+    out = tmp_path_factory.mktemp("synth") / "v2"
+    return write_archive(str(out), "v2", 80, seed=4)
+
+
+def v1_flags(info: dict, **override) -> list[str]:
+    """The build/plan flags for a synthetic v1 archive description (see synth.write_archive)."""
+    flags = {"--s2-root": info["s2_root"], "--s1-root": info["s1_root"], "--train": info["train"],
+             "--val": info["val"], "--test": info["test"], "--cloudy-list": info["cloudy_list"],
+             "--snow-list": info["snow_list"], "--very-cloudy-list": info["very_cloudy_list"]}
+    flags.update(override)
+    return [x for k, v in flags.items() if v is not None for x in (k, v)]
+
+
+def v2_flags(info: dict, **override) -> list[str]:
+    flags = {"--root": info["root"], "--metadata": info["metadata"], "--extra-metadata": info["extra_metadata"],
+             "--very-cloudy-list": info["very_cloudy_list"]}
+    flags.update(override)
+    return [x for k, v in flags.items() if v is not None for x in (k, v)]

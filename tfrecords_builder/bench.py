@@ -1,0 +1,78 @@
+"""`python -m tfrecords_builder bench`: the builder's cost against a bare rasterio read, in one run.
+
+Figures (ratios, so the machine cancels out):
+- build time per pair (workers 1) / time to read the same 14 GeoTIFFs per pair with rasterio
+  (same GDAL settings, warm page cache for both) — goal ≤ 1.25;
+- build time with --workers 1 / with --workers 2 — goal ≥ 1.7 on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+
+import rasterio
+
+from . import build, images, layout
+from .cli import make_plan, parser
+
+
+def bare_read(candidates) -> float:
+    """Seconds to open and read every band of every pair, nothing else."""
+    start = time.perf_counter()
+    with rasterio.Env(**images.GDAL_ENV):
+        for c in candidates:
+            for path in layout.band_paths(c.s2_dir, c.s2_name, c.s1_dir, c.s1_name).values():
+                with rasterio.open(path) as src:
+                    src.read(1)
+    return time.perf_counter() - start
+
+
+def timed_build(plan, out: str, workers: int) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    build.build(plan, out, workers=workers)
+    return time.perf_counter() - start
+
+
+def main(args) -> int:
+    from .synth import write_archive
+
+    work = args.dir or tempfile.mkdtemp(prefix="tfrecords-bench-")
+    archive_dir = os.path.join(work, "archive")
+    if not os.path.exists(os.path.join(archive_dir, "synth.json")):
+        print(f"writing a synthetic v1 archive of {args.pairs} pairs to {archive_dir} ...", flush=True)
+        write_archive(archive_dir, "v1", args.pairs, args.seed, workers=2)
+    a = archive_dir
+    flags = parser().parse_args(["plan", "--s2-root", f"{a}/BigEarthNet-v1.0", "--s1-root", f"{a}/BigEarthNet-S1-v1.0",
+                                 "--train", f"{a}/train.csv", "--val", f"{a}/val.csv", "--test", f"{a}/test.csv",
+                                 "--cloudy-list", f"{a}/patches_with_cloud_and_shadow.csv",
+                                 "--snow-list", f"{a}/patches_with_seasonal_snow.csv"])
+    start = time.perf_counter()
+    plan = make_plan(flags, need_images=True)
+    t_plan = time.perf_counter() - start
+    pairs = [c for items in plan.subsets.values() for c in items]
+    n = len(pairs)
+    bare_read(pairs)  # warm the page cache so both sides read from memory
+    t_read = min(bare_read(pairs) for _ in range(2))
+    t1 = min(timed_build(plan, os.path.join(work, "out1"), 1) for _ in range(2))
+    t2 = min(timed_build(plan, os.path.join(work, "out2"), 2) for _ in range(2))
+    print(f"pairs converted: {n} (metadata plan {t_plan:.2f} s, {1e3 * t_plan / n:.2f} ms/pair)")
+    print(f"bare rasterio read of 14 files: {1e3 * t_read / n:.2f} ms/pair")
+    print(f"build --workers 1:              {1e3 * t1 / n:.2f} ms/pair")
+    print(f"build --workers 2:              {1e3 * t2 / n:.2f} ms/pair")
+    print(f"build / bare read = {t1 / t_read:.3f}  (goal <= 1.25)")
+    print(f"speed-up workers 2 over 1 = {t1 / t2:.3f}  (goal >= 1.7 on 2 cores; {os.cpu_count()} CPUs here)")
+    if not args.dir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--pairs", type=int, default=1500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dir")
+    raise SystemExit(main(p.parse_args()))

@@ -1,0 +1,61 @@
+"""The record schema (one `tf.train.Example` per S2/S1 pair) and a NumPy reader for it.
+
+Features (schema version 1):
+- `B01` … `B12`, `B8A`: raw little-endian uint16 bytes at native size (120², 60² or 20²)
+- `VV`, `VH`: raw little-endian float32 bytes (dB), 120×120
+- `s2_name`, `s1_name`, `subset`: UTF-8 bytes
+- `labels`: int64 list of length 19, multi-hot in the official class order
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from . import tfrecord
+from .nomenclature import BAND_DTYPE, BAND_SIZE, BANDS, CLASS_NAMES
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def encode(s2_name: str, s1_name: str, subset: str, labels, arrays: dict) -> bytes:
+    multi_hot = [0] * len(CLASS_NAMES)
+    for i in labels:
+        multi_hot[i] = 1
+    features = {b: np.ascontiguousarray(arrays[b], dtype=np.dtype(BAND_DTYPE[b]).newbyteorder("<")).tobytes() for b in BANDS}
+    features.update(s2_name=s2_name, s1_name=s1_name, subset=subset, labels=multi_hot)
+    return tfrecord.encode_example(features)
+
+
+def decode(payload: bytes, class_names=CLASS_NAMES) -> dict:
+    """A record as numpy arrays at native shape and dtype, names as str, labels as class names."""
+    ex = tfrecord.decode_example(payload)
+    out = {}
+    for b in BANDS:
+        size = BAND_SIZE[b]
+        out[b] = np.frombuffer(ex[b][0], dtype=np.dtype(BAND_DTYPE[b]).newbyteorder("<")).astype(BAND_DTYPE[b]).reshape(size, size)
+    for key in ("s2_name", "s1_name", "subset"):
+        out[key] = ex[key][0].decode()
+    out["labels"] = [name for name, on in zip(class_names, ex["labels"]) if on]
+    return out
+
+
+def load_manifest(out_dir: str) -> dict:
+    path = os.path.join(out_dir, MANIFEST)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no manifest (is {out_dir} a finished tfrecords_builder build?)") from None
+
+
+def iter_records(out_dir: str, subset: str):
+    """Yield every record of `subset` in shard order as a dict of numpy arrays (see `decode`)."""
+    manifest = load_manifest(out_dir)
+    if subset not in manifest["subsets"]:
+        raise ValueError(f"unknown subset {subset!r}; the manifest has {sorted(manifest['subsets'])}")
+    for shard in manifest["subsets"][subset]["shards"]:
+        for payload in tfrecord.read_records(os.path.join(out_dir, shard["file"]), manifest.get("compression")):
+            yield decode(payload, manifest["class_names"])
