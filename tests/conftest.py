@@ -68,16 +68,11 @@ def synth_v2(tmp_path_factory):
 
 
 def v1_flags(info: dict, **override) -> list[str]:
-    """The build/plan flags for a synthetic v1 archive description (see synth.write_archive)."""
-    flags = {"--s2-root": info["s2_root"], "--s1-root": info["s1_root"], "--train": info["train"],
-             "--val": info["val"], "--test": info["test"], "--cloudy-list": info["cloudy_list"],
-             "--snow-list": info["snow_list"], "--very-cloudy-list": info["very_cloudy_list"]}
-    flags.update(override)
-    return [x for k, v in flags.items() if v is not None for x in (k, v)]
+    """build/plan flags of a synthetic archive; override {"--flag": value or None}."""
+    from tfrecords_builder.synth import _FLAGS, builder_flags
+
+    keys = {flag: key for key, flag in _FLAGS.items()}
+    return builder_flags(info, **{keys[flag]: value for flag, value in override.items()})
 
 
-def v2_flags(info: dict, **override) -> list[str]:
-    flags = {"--root": info["root"], "--metadata": info["metadata"], "--extra-metadata": info["extra_metadata"],
-             "--very-cloudy-list": info["very_cloudy_list"]}
-    flags.update(override)
-    return [x for k, v in flags.items() if v is not None for x in (k, v)]
+v2_flags = v1_flags

@@ -38,18 +38,14 @@ def timed_build(plan, out: str, workers: int) -> float:
 
 
 def main(args) -> int:
-    from .synth import write_archive
+    from .synth import builder_flags, read_archive_info, write_archive
 
     work = args.dir or tempfile.mkdtemp(prefix="tfrecords-bench-")
     archive_dir = os.path.join(work, "archive")
     if not os.path.exists(os.path.join(archive_dir, "synth.json")):
         print(f"writing a synthetic v1 archive of {args.pairs} pairs to {archive_dir} ...", flush=True)
         write_archive(archive_dir, "v1", args.pairs, args.seed, workers=2)
-    a = archive_dir
-    flags = parser().parse_args(["plan", "--s2-root", f"{a}/BigEarthNet-v1.0", "--s1-root", f"{a}/BigEarthNet-S1-v1.0",
-                                 "--train", f"{a}/train.csv", "--val", f"{a}/val.csv", "--test", f"{a}/test.csv",
-                                 "--cloudy-list", f"{a}/patches_with_cloud_and_shadow.csv",
-                                 "--snow-list", f"{a}/patches_with_seasonal_snow.csv"])
+    flags = parser().parse_args(["plan", *builder_flags(read_archive_info(archive_dir), very_cloudy_list=None)])
     start = time.perf_counter()
     plan = make_plan(flags, need_images=True)
     t_plan = time.perf_counter() - start

@@ -74,15 +74,17 @@ def _reason_counts(reasons) -> dict:
 
 # ------------------------------------------------------------------------------ workers
 def _stats(arrays: dict) -> dict:
-    """Per band [count, sum, sum of squares]: exact integers for uint16, float64 for SAR."""
+    """Per band [count, sum, sum of squares]: exact integers for uint16, float64 for SAR.
+
+    For one uint16 patch band the sum of squares is below 120² · 65535² < 2**53, so float64 sums
+    are exact and become Python ints; totals over the archive stay exact. (No `v @ v`: BLAS
+    threads in every worker process oversubscribe the cores.)
+    """
     out = {}
     for band, a in arrays.items():
-        if band in S2_BANDS:
-            a64 = a.astype(np.uint64)
-            out[band] = [a.size, int(a64.sum()), int((a64 * a64).sum())]
-        else:
-            a64 = a.astype(np.float64)
-            out[band] = [a.size, float(a64.sum()), float((a64 * a64).sum())]
+        v = a.astype(np.float64).ravel()
+        s, ss = v.sum(), (v * v).sum()
+        out[band] = [v.size, int(s), int(ss)] if band in S2_BANDS else [v.size, float(s), float(ss)]
     return out
 
 
@@ -173,14 +175,6 @@ def _write_json_atomic(path: str, obj) -> None:
         json.dump(obj, f, indent=1, sort_keys=False)
         f.write("\n")
     os.replace(tmp, path)
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _prepare_out(out: str, fingerprint: str) -> bool:
@@ -275,8 +269,8 @@ def _write_shard(out, name, subset, items, results, compression, skip_bad, bar) 
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    sidecar = {"file": name, "subset": subset, "records": count, "bytes": os.path.getsize(tmp),
-               "sha256": _sha256(tmp), "stats": stats, "rejected": rejected}
+    sidecar = {"file": name, "subset": subset, "records": count, "bytes": writer.size,
+               "sha256": writer.sha256, "stats": stats, "rejected": rejected}
     os.replace(tmp, final)
     _write_json_atomic(os.path.join(out, STATE_DIR, name + ".json"), sidecar)
 

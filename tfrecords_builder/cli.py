@@ -118,6 +118,23 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    """Synthetic v1 archive → build → inspect, in one folder; re-running resumes or reuses it."""
+    from .synth import builder_flags, read_archive_info, write_archive
+
+    archive_dir, out = os.path.join(args.dir, "archive"), os.path.join(args.dir, "tfrecords")
+    if not os.path.exists(os.path.join(archive_dir, "synth.json")):
+        if os.path.exists(archive_dir):
+            import shutil
+
+            shutil.rmtree(archive_dir)  # an interrupted synthesis: start it again
+        write_archive(archive_dir, "v1", args.pairs, args.seed, workers=args.workers, progress=True)
+    flags = ["build", *builder_flags(read_archive_info(archive_dir)), "--out", out, "--workers", str(args.workers)]
+    print("$ python -m tfrecords_builder " + " ".join(shlex.quote(f) for f in flags))
+    code = main(flags)
+    return code or cmd_inspect(argparse.Namespace(dir=out, no_verify=False, json=False))
+
+
 def cmd_bench(args) -> int:
     from .bench import main as bench_main
 
@@ -147,6 +164,12 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--no-verify", action="store_true", help="skip sha256 and CRC verification of the shards")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_inspect)
+    d = sub.add_parser("demo", help="synthesize a v1 archive, build it and inspect the result")
+    d.add_argument("--dir", default="demo_out", help="work folder (default demo_out)")
+    d.add_argument("--pairs", type=int, default=400)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--workers", type=int, default=2)
+    d.set_defaults(func=cmd_demo)
     be = sub.add_parser("bench", help="build time per pair vs a bare rasterio read; --workers 2 speed-up")
     be.add_argument("--pairs", type=int, default=1500)
     be.add_argument("--seed", type=int, default=0)

@@ -1,11 +1,19 @@
 """`inspect DIR`: what a build holds, and whether its shards are intact (sha256 + record CRCs)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
 from . import records, tfrecord
-from .build import _sha256
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def verify(out_dir: str, manifest: dict) -> list[str]:

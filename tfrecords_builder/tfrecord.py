@@ -10,6 +10,7 @@ hundreds of MB. The formats are small and stable:
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import struct
 
@@ -41,24 +42,37 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
-def _feature(value) -> bytes:
+def _header(number: int, length: int) -> bytes:
+    return _varint(number << 3 | 2) + _varint(length)
+
+
+def _feature_parts(value) -> list:
+    """A Feature message as a list of byte chunks, so large band payloads are copied only once."""
     if isinstance(value, (bytes, str)):
         value = [value]
     if isinstance(value, list) and value and isinstance(value[0], (bytes, str)):
-        items = b"".join(_field(1, v.encode() if isinstance(v, str) else v) for v in value)
-        return _field(1, items)  # BytesList
+        parts = []
+        for v in value:
+            v = v.encode() if isinstance(v, str) else v
+            parts += [_header(1, len(v)), v]
+        inner = sum(map(len, parts))
+        return [_header(1, inner)] + parts  # BytesList
     if isinstance(value, list) and all(isinstance(v, int) for v in value):
         packed = b"".join(_varint(v & 0xFFFFFFFFFFFFFFFF) for v in value)
-        return _field(3, _field(1, packed))  # Int64List, packed
+        return [_field(3, _field(1, packed))]  # Int64List, packed
     raise TypeError(f"unsupported feature value of type {type(value).__name__}")
 
 
 def encode_example(features: dict) -> bytes:
     """Serialize {name: bytes | str | [bytes] | [int]} as a tf.train.Example (keys sorted, so deterministic)."""
-    entries = b"".join(
-        _field(1, _field(1, key.encode()) + _field(2, _feature(features[key]))) for key in sorted(features)
-    )
-    return _field(1, entries)
+    entries = []
+    for key in sorted(features):
+        feature = _feature_parts(features[key])
+        feature_len = sum(map(len, feature))
+        key_field = _field(1, key.encode())
+        entry_len = len(key_field) + len(_header(2, feature_len)) + feature_len
+        entries += [_header(1, entry_len), key_field, _header(2, feature_len), *feature]
+    return b"".join([_header(1, sum(map(len, entries))), *entries])
 
 
 def _read_varint(buf, pos):
@@ -111,27 +125,51 @@ def decode_example(data: bytes) -> dict:
 
 
 # ---------------------------------------------------------------- TFRecord framing
-def frame(record: bytes) -> bytes:
+def frame(record: bytes) -> list:
     """One TFRecord entry: length, its masked CRC, the payload, the payload's masked CRC."""
     length = struct.pack("<Q", len(record))
-    return length + struct.pack("<I", _masked_crc(length)) + record + struct.pack("<I", _masked_crc(record))
+    return [length + struct.pack("<I", _masked_crc(length)), record, struct.pack("<I", _masked_crc(record))]
+
+
+class _HashingFile:
+    """A write-only file that keeps the sha256 of what reaches the disk (no second read)."""
+
+    def __init__(self, path: str):
+        self._f = open(path, "wb")
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self._f.write(data)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
 
 
 class Writer:
-    """Appends framed records to a binary file; GZIP as TensorFlow writes it (deterministic: mtime 0)."""
+    """Appends framed records to a binary file; GZIP as TensorFlow writes it (deterministic: mtime 0).
+
+    After `close()`, `sha256` and `size` describe the file's bytes.
+    """
 
     def __init__(self, path: str, compression: str | None = None):
-        self._raw = open(path, "wb")
+        self._raw = _HashingFile(path)
         self._out = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0) if compression == "gzip" else self._raw
 
     def write(self, record: bytes) -> None:
-        self._out.write(frame(record))
+        for part in frame(record):
+            self._out.write(part)
 
     def close(self) -> None:
         if self._out is not self._raw:
             self._out.close()
-        self._raw.flush()
         self._raw.close()
+        self.sha256, self.size = self._raw.sha256.hexdigest(), self._raw.size
 
     def __enter__(self):
         return self

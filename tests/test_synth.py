@@ -1,0 +1,311 @@
+"""The synthetic archive: real layout and formats, determinism, and physically plausible pixels."""
+import glob
+import hashlib
+import json
+import os
+import pathlib
+import re
+import tarfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import rasterio
+
+from tfrecords_builder import layout as L
+from tfrecords_builder import synth
+from tfrecords_builder.nomenclature import BAND_DTYPE, BAND_SIZE, CLASS_NAMES, S1_BANDS, labels_from_43
+
+PAIRS = 40
+SEED = 7
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "bigearthnet"
+
+S2_V1_NAME = re.compile(r"^S2[AB]_MSIL2A_\d{8}T\d{5,6}_(\d{1,2})_(\d{1,2})$")
+S2_V2_NAME = re.compile(r"^S2[AB]_MSIL2A_\d{8}T\d{6}_N9999_R\d{3}_T\d\d[A-Z]{3}_(\d\d)_(\d\d)$")
+S1_NAME = re.compile(r"^S1[AB]_IW_GRDH_1SDV_\d{8}T\d{6}_\d\d[A-Z]{3}_(\d{1,2})_(\d{1,2})$")
+S2_JSON_KEYS = ["labels", "coordinates", "projection", "tile_source", "acquisition_date"]
+S1_JSON_KEYS = ["labels", "coordinates", "projection", "corresponding_s2_patch", "scene_source", "acquisition_time"]
+
+
+@pytest.fixture(scope="module")
+def v1(tmp_path_factory):
+    return synth.write_archive(str(tmp_path_factory.mktemp("v1") / "archive"), "v1", PAIRS, SEED)
+
+
+@pytest.fixture(scope="module")
+def v2(tmp_path_factory):
+    return synth.write_archive(str(tmp_path_factory.mktemp("v2") / "archive"), "v2", PAIRS, SEED)
+
+
+def _root(info):
+    return os.path.dirname(info["very_cloudy_list"])
+
+
+def _digests(root):
+    out = {}
+    for path in sorted(glob.glob(os.path.join(root, "**"), recursive=True)):
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def _band_paths(info, pair):
+    if info["layout"] == "v1":
+        s2_dir, s1_dir = L.v1_dirs(info["s2_root"], info["s1_root"], pair["s2_name"], pair["s1_name"])
+    else:
+        s2_dir, s1_dir = L.v2_dirs(info["root"], pair["s2_name"], pair["s1_name"])
+    return L.band_paths(s2_dir, pair["s2_name"], s1_dir, pair["s1_name"])
+
+
+def _read(info, pair, band):
+    with rasterio.open(_band_paths(info, pair)[band]) as src:
+        return src.read(1).astype(np.float64)
+
+
+def _read_lines(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data.endswith(b"\r\n") or not data
+    assert b"\n" not in data.replace(b"\r\n", b""), f"{path} has bare LF"
+    return [line for line in data.decode().split("\r\n") if line]
+
+
+# ---------------------------------------------------------------- arguments
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"pairs": 19}, "19"), ({"layout": "v3"}, "v3"), ({"pairs": 40, "workers": 0}, "0"),
+])
+def test_refuses_bad_arguments(tmp_path, kwargs, needle):
+    args = {"out": str(tmp_path / "a"), "layout": "v1", "pairs": 40, "seed": 0, **kwargs}
+    with pytest.raises(ValueError, match=needle):
+        synth.write_archive(**args)
+
+
+def test_refuses_existing_archive(tmp_path):
+    (tmp_path / "x.txt").write_text("taken")
+    with pytest.raises(ValueError, match="already exists"):
+        synth.write_archive(str(tmp_path), "v1", 40, 0)
+
+
+# ---------------------------------------------------------------- kinds, splits, names
+
+
+def test_kinds_and_summary(v1, v2):
+    for info in (v1, v2):
+        kinds = [p["kind"] for p in info["pairs"]]
+        assert len(kinds) == PAIRS
+        assert kinds.count("clean") >= PAIRS / 2
+        expected = set(synth.KINDS) - ({"no_label"} if info["layout"] == "v2" else set())
+        assert set(kinds) == expected
+        with open(os.path.join(_root(info), "synth.json")) as f:
+            saved = json.load(f)
+        assert saved["pairs"] == info["pairs"]
+        assert saved["layout"] == info["layout"]
+    for p in v1["pairs"]:
+        labels = set(p["labels"])
+        assert tuple(p["labels"]) == labels_from_43(p["labels_43"])
+        group = {
+            "clean": labels and labels <= set(range(2, 14)), "ood_train": labels and labels <= {0, 1},
+            "ood_test": labels and labels <= set(range(14, 19)), "no_label": not labels,
+            "mixed": labels & set(range(2, 14)) and labels - set(range(2, 14)),
+        }.get(p["kind"], labels and labels <= set(range(2, 14)))
+        assert group, p
+        assert (p["split"] is None) == (p["kind"] in ("cloudy", "very_cloudy", "snow"))
+
+
+def test_v1_names(v1):
+    s2_names = [p["s2_name"] for p in v1["pairs"]]
+    assert len(set(s2_names)) == len(s2_names)
+    assert any(re.search(r"T\d{5}_", n) for n in s2_names), "no unpadded hour"
+    assert any(re.search(r"T\d{6}_", n) for n in s2_names)
+    assert any(p["s1_name"][2] != p["s2_name"][2] for p in v1["pairs"]), "mission letters always agree"
+    for p in v1["pairs"]:
+        assert S2_V1_NAME.match(p["s2_name"]).groups() == S1_NAME.match(p["s1_name"]).groups()
+        assert p["s1_name"].split("_")[4] != p["s2_name"].split("_")[2]
+
+
+def test_v1_lists(v1):
+    pairs = v1["pairs"]
+    for split in ("train", "val", "test"):
+        assert _read_lines(v1[split]) == sorted(p["s2_name"] for p in pairs if p["split"] == split)
+    in_splits = set().union(*(_read_lines(v1[s]) for s in ("train", "val", "test")))
+    cloudy = _read_lines(v1["cloudy_list"])
+    snow = _read_lines(v1["snow_list"])
+    assert set(cloudy) == {p["s2_name"] for p in pairs if p["kind"] in ("cloudy", "very_cloudy")}
+    assert set(snow) == {p["s2_name"] for p in pairs if p["kind"] == "snow"}
+    assert not in_splits & (set(cloudy) | set(snow))
+    handpicked = [line.split(",") for line in _read_lines(v1["very_cloudy_list"])]
+    assert handpicked == sorted([p["s2_name"], p["s1_name"]] for p in pairs if p["kind"] == "very_cloudy")
+
+
+# ---------------------------------------------------------------- GeoTIFFs and JSON
+
+
+def _check_tifs(info, pair, ulx, uly):
+    for band, path in _band_paths(info, pair).items():
+        with rasterio.open(path) as src:
+            size = BAND_SIZE[band]
+            assert (src.count, src.height, src.width) == (1, size, size), (path, src.shape)
+            assert src.dtypes[0] == BAND_DTYPE[band]
+            assert src.nodata is None and src.compression is None
+            assert src.profile["tiled"] is False and src.profile["interleave"] == "band"
+            assert src.tags()["AREA_OR_POINT"] == "Area"
+            assert 32601 <= src.crs.to_epsg() <= 32660
+            px = 1200 / size
+            assert tuple(src.transform)[:6] == (px, 0.0, ulx, 0.0, -px, uly)
+            if band in S1_BANDS:
+                data = src.read(1)
+                assert np.isfinite(data).all() and data.min() >= -50 and data.max() <= 30
+
+
+def test_v1_files(v1):
+    for pair in v1["pairs"]:
+        s2_dir, s1_dir = L.v1_dirs(v1["s2_root"], v1["s1_root"], pair["s2_name"], pair["s1_name"])
+        with open(L.json_path(s2_dir, pair["s2_name"])) as f:
+            text = f.read()
+        assert "\n" not in text
+        s2 = json.loads(text)
+        with open(L.json_path(s1_dir, pair["s1_name"])) as f:
+            s1 = json.load(f)
+        assert list(s2) == S2_JSON_KEYS and list(s1) == S1_JSON_KEYS
+        assert list(s2["coordinates"]) == ["ulx", "uly", "lrx", "lry"]
+        assert list(s1["coordinates"]) == ["ulx", "uly", "lrx", "lly"]
+        c = s2["coordinates"]
+        assert c["lrx"] - c["ulx"] == 1200 and c["uly"] - c["lry"] == 1200
+        assert list(s1["coordinates"].values()) == list(c.values())
+        assert s1["corresponding_s2_patch"] == pair["s2_name"]
+        assert s1["labels"] == s2["labels"] == pair["labels_43"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", s2["acquisition_date"])
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", s1["acquisition_time"])
+        assert s1["projection"] == s2["projection"] and "UTM zone" in s2["projection"]
+        assert s2["tile_source"].endswith(".SAFE") and s1["scene_source"].startswith(pair["s1_name"][:32])
+        _check_tifs(v1, pair, c["ulx"], c["uly"])
+
+
+def test_v2_files(v2):
+    root = v2["root"]
+    assert not glob.glob(os.path.join(root, "BigEarthNet-S*", "**", "*.json"), recursive=True)
+    for pair in v2["pairs"]:
+        h, v = S2_V2_NAME.match(pair["s2_name"]).groups()
+        assert S1_NAME.match(pair["s1_name"]).groups() == (str(int(h)), str(int(v)))
+        assert S2_V1_NAME.match(pair["s2v1_name"]).groups() == (str(int(h)), str(int(v)))
+        with rasterio.open(_band_paths(v2, pair)["B02"]) as src:
+            ulx, uly = src.transform.c, src.transform.f
+        _check_tifs(v2, pair, ulx, uly)
+
+
+def test_v2_metadata(v2):
+    expected = pa.schema([
+        ("patch_id", pa.string()), ("labels", pa.list_(pa.field("element", pa.string()))),
+        ("split", pa.string()), ("country", pa.string()), ("s1_name", pa.string()),
+        ("s2v1_name", pa.string()), ("contains_seasonal_snow", pa.bool_()),
+        ("contains_cloud_or_shadow", pa.bool_()),
+    ])
+    main = pq.read_table(v2["metadata"])
+    extra = pq.read_table(v2["extra_metadata"])
+    for table in (main, extra):
+        assert table.schema.equals(expected), table.schema
+    real = SHARED / "v2" / "metadata.parquet"
+    if real.exists():
+        assert pq.read_schema(real).equals(main.schema)
+    by_id = {p["s2_name"]: p for p in v2["pairs"]}
+    rows = main.to_pylist() + extra.to_pylist()
+    assert sorted(r["patch_id"] for r in rows) == sorted(by_id)
+    for row in main.to_pylist():
+        assert not row["contains_seasonal_snow"] and not row["contains_cloud_or_shadow"]
+    for row in rows:
+        pair = by_id[row["patch_id"]]
+        assert row["labels"] == sorted(CLASS_NAMES[c] for c in pair["labels"])
+        assert row["split"] == {"train": "train", "val": "validation", "test": "test"}[pair["split"]]
+        assert row["s1_name"] == pair["s1_name"] and row["s2v1_name"] == pair["s2v1_name"]
+        assert row["contains_seasonal_snow"] == (pair["kind"] == "snow")
+        assert row["contains_cloud_or_shadow"] == (pair["kind"] in ("cloudy", "very_cloudy"))
+    handpicked = [line.split(",") for line in _read_lines(v2["very_cloudy_list"])]
+    assert handpicked == sorted([p["s2v1_name"], p["s1_name"]] for p in v2["pairs"] if p["kind"] == "very_cloudy")
+
+
+@pytest.mark.skipif(not (SHARED / "examples").exists(), reason="real example patches not available")
+def test_profile_matches_real_example(v1, tmp_path):
+    """Same GeoTIFF profile and JSON key order as a real v1 patch."""
+    for archive in ("BigEarthNet-S2-Example", "BigEarthNet-S1-Example"):
+        with tarfile.open(SHARED / "examples" / f"{archive}.tar.bz2") as tar:
+            tar.extractall(tmp_path, filter="data")
+    real_s2 = sorted(glob.glob(str(tmp_path / "**" / "S2A_MSIL2A_20170613T101031_87_48"), recursive=True))[0]
+    real_s1 = sorted(glob.glob(str(tmp_path / "**" / "S1A_IW_GRDH_1SDV_20170613T165043_33UUP_87_48"),
+                            recursive=True))[0]
+    real = L.band_paths(real_s2, os.path.basename(real_s2), real_s1, os.path.basename(real_s1))
+    mine = _band_paths(v1, v1["pairs"][0])
+
+    def profile(path):
+        with rasterio.open(path) as src:
+            p = dict(src.profile)
+            return {k: v for k, v in p.items() if k not in ("crs", "transform")}, src.tags(), src.block_shapes
+
+    for band in real:
+        assert profile(mine[band]) == profile(real[band]), band
+    for real_dir, mine_dir, keys in ((real_s2, os.path.dirname(mine["B02"]), S2_JSON_KEYS),
+                                     (real_s1, os.path.dirname(mine["VV"]), S1_JSON_KEYS)):
+        real_json = json.loads(pathlib.Path(glob.glob(os.path.join(real_dir, "*.json"))[0]).read_text())
+        mine_json = json.loads(pathlib.Path(glob.glob(os.path.join(mine_dir, "*.json"))[0]).read_text())
+        assert list(real_json) == list(mine_json) == keys
+        assert list(real_json["coordinates"]) == list(mine_json["coordinates"])
+
+
+# ---------------------------------------------------------------- determinism
+
+
+def test_deterministic_across_runs_and_workers(v1, v2, tmp_path):
+    again = synth.write_archive(str(tmp_path / "v1"), "v1", PAIRS, SEED, workers=2, progress=True)
+    assert _digests(_root(again)) == _digests(_root(v1))
+    again = synth.write_archive(str(tmp_path / "v2"), "v2", PAIRS, SEED)
+    assert _digests(_root(again)) == _digests(_root(v2))
+    other = synth.write_archive(str(tmp_path / "other"), "v1", PAIRS, SEED + 1)
+    mine, theirs = _digests(_root(v1)), _digests(_root(other))
+    assert set(mine.values()).isdisjoint(v for k, v in theirs.items() if k.endswith(".tif"))
+
+
+# ---------------------------------------------------------------- physics
+
+
+def _means(info, pairs, band):
+    return np.array([_read(info, p, band).mean() for p in pairs])
+
+
+def test_physically_plausible(v1):
+    pairs = v1["pairs"]
+    dropped = {n for n, c in synth.CORINE_43_TO_19.items() if c is None}
+    pure = [p for p in pairs if not dropped & set(p["labels_43"])]  # no unlabelled cover in view
+    clean = [p for p in pairs if p["kind"] == "clean"]
+    vegetation = [p for p in clean if p in pure]
+    assert len(vegetation) >= 5
+    # vegetation: high NIR, low red
+    assert (_means(v1, vegetation, "B08") > 2 * _means(v1, vegetation, "B04")).all()
+    # water: NIR near zero where it lies (5th percentile), far below any vegetation patch
+    water = [p for p in pairs if {17, 18} & set(p["labels"])]
+    assert water
+    p5 = lambda ps: np.array([np.percentile(_read(v1, p, "B08"), 5) for p in ps])  # noqa: E731
+    assert p5(water).max() < 500 < p5(vegetation).min()
+    # urban / industrial: much brighter radar than vegetation
+    urban = [p for p in pairs if p["kind"] == "ood_train" and p in pure]
+    assert urban
+    assert _means(v1, urban, "VV").min() > _means(v1, vegetation, "VV").max() + 3
+    # very cloudy: bright optical image, far brighter than any clean one
+    very_cloudy = [p for p in pairs if p["kind"] == "very_cloudy"]
+    assert _means(v1, very_cloudy, "B02").min() > max(5000, 2 * _means(v1, clean, "B02").max())
+    # partial clouds: brighter than clean on average but not fully covered
+    cloudy = [p for p in pairs if p["kind"] == "cloudy"]
+    for p in cloudy:
+        b02 = _read(v1, p, "B02")
+        assert b02.max() > 5000 and np.percentile(b02, 10) < 2000
+    # snow: bright visible, dark SWIR (NDSI > 0.4), radar a little darker
+    snow = [p for p in pairs if p["kind"] == "snow"]
+    b03, b11 = _means(v1, snow, "B03"), _means(v1, snow, "B11")
+    assert (b03 > 3000).all() and ((b03 - b11) / (b03 + b11) > 0.4).all()
+    # speckle: SAR (linear power) varies far more per pixel than the optical image
+    for p in clean:
+        vv = 10 ** (_read(v1, p, "VV") / 10)
+        b08 = _read(v1, p, "B08")
+        assert vv.std() / vv.mean() > b08.std() / b08.mean(), p
