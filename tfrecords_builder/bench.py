@@ -38,13 +38,11 @@ def timed_build(plan, out: str, workers: int) -> float:
 
 
 def main(args) -> int:
-    from .synth import builder_flags, read_archive_info, write_archive
+    from .synth import builder_flags, ensure_build, read_archive_info
 
     work = args.dir or tempfile.mkdtemp(prefix="tfrecords-bench-")
+    ensure_build(work, "v1", args.pairs, args.seed, progress=False)
     archive_dir = os.path.join(work, "archive")
-    if not os.path.exists(os.path.join(archive_dir, "synth.json")):
-        print(f"writing a synthetic v1 archive of {args.pairs} pairs to {archive_dir} ...", flush=True)
-        write_archive(archive_dir, "v1", args.pairs, args.seed, workers=2)
     flags = parser().parse_args(["plan", *builder_flags(read_archive_info(archive_dir), very_cloudy_list=None)])
     start = time.perf_counter()
     plan = make_plan(flags, need_images=True)

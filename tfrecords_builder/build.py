@@ -21,7 +21,7 @@ import threading
 import numpy as np
 
 from . import images, layout, records
-from .archive import Candidate, Rejection
+from .archive import Rejection
 from .nomenclature import BAND_DTYPE, BAND_SIZE, BANDS, CLASS_NAMES, S2_BANDS, Partition
 from .subsets import SUBSETS
 

@@ -120,19 +120,10 @@ def cmd_synth(args) -> int:
 
 def cmd_demo(args) -> int:
     """Synthetic v1 archive → build → inspect, in one folder; re-running resumes or reuses it."""
-    from .synth import builder_flags, read_archive_info, write_archive
+    from .synth import ensure_build
 
-    archive_dir, out = os.path.join(args.dir, "archive"), os.path.join(args.dir, "tfrecords")
-    if not os.path.exists(os.path.join(archive_dir, "synth.json")):
-        if os.path.exists(archive_dir):
-            import shutil
-
-            shutil.rmtree(archive_dir)  # an interrupted synthesis: start it again
-        write_archive(archive_dir, "v1", args.pairs, args.seed, workers=args.workers, progress=True)
-    flags = ["build", *builder_flags(read_archive_info(archive_dir)), "--out", out, "--workers", str(args.workers)]
-    print("$ python -m tfrecords_builder " + " ".join(shlex.quote(f) for f in flags))
-    code = main(flags)
-    return code or cmd_inspect(argparse.Namespace(dir=out, no_verify=False, json=False))
+    out = ensure_build(args.dir, "v1", args.pairs, args.seed, workers=args.workers)
+    return cmd_inspect(argparse.Namespace(dir=out, no_verify=False, json=False))
 
 
 def cmd_bench(args) -> int:

@@ -789,3 +789,28 @@ TEXTURES = {
     "mottled": _tex_mottled, "mottled_fine": _tex_mottled_fine, "canopy": _tex_canopy,
     "scattered": _tex_scattered, "blocks": _tex_blocks, "big_blocks": _tex_big_blocks, "waves": _tex_waves,
 }
+
+
+def ensure_build(root: str, layout: str = "v1", pairs: int = 400, seed: int = 0, workers: int = 2,
+                 extra_flags=(), progress: bool = True, log=print) -> str:
+    """ROOT/archive (synthetic) built into ROOT/tfrecords, each step done once and resumed if cut short.
+
+    Returns the build folder. The demo, the benchmarks and synthetic experiments all go through here.
+    """
+    import shutil
+
+    from . import cli
+
+    archive_dir, out = os.path.join(root, "archive"), os.path.join(root, "tfrecords")
+    if os.path.exists(os.path.join(out, "manifest.json")):
+        return out
+    if not os.path.exists(os.path.join(archive_dir, "synth.json")):
+        shutil.rmtree(archive_dir, ignore_errors=True)  # an interrupted synthesis starts again
+        log(f"writing a synthetic {layout} archive of {pairs} pairs to {archive_dir}")
+        write_archive(archive_dir, layout, pairs, seed, workers=workers, progress=progress)
+    flags = ["build", *builder_flags(read_archive_info(archive_dir)), "--out", out, "--workers", str(workers),
+             *extra_flags, *([] if progress else ["--quiet"])]
+    log("$ python -m tfrecords_builder " + " ".join(flags))
+    if cli.main(flags) != 0:
+        raise RuntimeError(f"building the synthetic archive into {out} failed (see the error above)")
+    return out

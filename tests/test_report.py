@@ -1,0 +1,240 @@
+"""Published figures (tf_fusion.paper_figures) against the seed texts; table and plot rendering."""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pytest
+
+from tf_fusion import paper_figures as pf
+from tf_fusion import report
+
+SEED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.pardir,
+                    "shared", "seed")
+PAPER = os.path.join(SEED, "paper.txt")
+SUPPLEMENT = os.path.join(SEED, "extension-supplement-tables.txt")
+
+
+def _lines(path):
+    if not os.path.exists(path):
+        pytest.skip(f"{path} not present")
+    with open(path, encoding="utf-8") as f:
+        return f.read().split("\n")
+
+
+# ------------------------------------------------------------------------- paper, Table 1
+
+PAPER_ROWS = [  # (line prefix in paper.txt, scenario, metric): in the order they appear
+    ("Clear\tF1 Score", "clear", "f1"), ("\tF2 Score", "clear", "f2"),
+    ("\tAvg. Entropy", "clear", "avg_entropy"), ("\tAvg. Confidence", "clear", "avg_confidence"),
+    ("OOD Classes Avg. Entropy", "ood_classes", "avg_entropy"),
+    ("(clear)\tAvg. Confidence", "ood_classes", "avg_confidence"),
+    ("Clouds and Shadows\tF1 Score", "cloudy", "f1"), ("\tF2 Score", "cloudy", "f2"),
+    ("\tAvg. Entropy", "cloudy", "avg_entropy"),
+    ("\tAvg. Confidence", "cloudy", "avg_confidence"),
+    ("Cloudy Handpicked\tF1 Score", "very_cloudy", "f1"), ("\tF2 Score", "very_cloudy", "f2"),
+    ("\tAvg. Entropy", "very_cloudy", "avg_entropy"),
+    ("\tAvg. Confidence", "very_cloudy", "avg_confidence"),
+    ("Snow and Ice\tF1 Score", "snow", "f1"), ("\tF2 Score", "snow", "f2"),
+    ("\tAvg. Entropy", "snow", "avg_entropy"), ("\tAvg. Confidence", "snow", "avg_confidence"),
+]
+
+
+def test_paper_table1_matches_text():
+    lines = _lines(PAPER)
+    start = next(i for i, l in enumerate(lines) if l.startswith("Testing\t\tBaseline"))
+    i = start
+    for prefix, scenario, metric in PAPER_ROWS:
+        i = next(k for k in range(i + 1, start + 40) if lines[k].startswith(prefix))
+        values = [float(v) for v in re.findall(r"\d+\.\d+", lines[i])]
+        assert len(values) == 5, lines[i]
+        if metric in ("f1", "f2"):
+            values = [v / 100 for v in values]
+        got = [pf.PAPER_TABLE1[scenario][metric][m] for m in pf.PAPER_METHODS]
+        assert got == pytest.approx(values, abs=1e-9), (scenario, metric)
+    assert {s: set(d) for s, d in pf.PAPER_TABLE1.items()} == {
+        s: {m for _, s2, m in PAPER_ROWS if s2 == s} for s in pf.PAPER_SCENARIO_NAMES}
+
+
+# ----------------------------------------------------------------- extension, Tables 1–3
+
+CELL = re.compile(r"(\d\.\d\d)±(\d\.\d\d)|(?<!\S)-(?!\S)")
+
+
+def _supplement_row(lines, table_marker, heading, metric_prefix):
+    """The cells of the first ``metric_prefix`` line after the heading lines that follow
+    ``table_marker``: [(mean, std) or None, ...]."""
+    start = next(i for i, l in enumerate(lines) if l.startswith(table_marker))
+    heading = heading.split("|")
+    i = next(k for k in range(start, len(lines))
+             if lines[k:k + len(heading)] == heading)
+    k = next(k for k in range(i + len(heading), len(lines)) if lines[k].startswith(metric_prefix))
+    return [None if m.group(0) == "-" else (float(m.group(1)), float(m.group(2)))
+            for m in CELL.finditer(lines[k])]
+
+
+SUPPLEMENT_SPOTS = [  # table marker, heading lines ("|"-joined), row prefix, scenario, metric
+    ("Table 2", "Testing", "F1 Score (micro)", "clear", "f1_micro"),
+    ("Table 2", "Testing", "Calibration Error", "clear", "ece"),
+    ("Table 2", "Cloudy", "F2 Score (macro)", "cloudy", "f2_macro"),
+    ("Table 2", "Very|Cloudy", "F1 Score (sample)", "very_cloudy", "f1_samples"),
+    ("Table 2", "Snow|and Ice", "Avg. Entropy", "snow", "avg_entropy"),
+    ("Table 2", "Unknown|Classes", "Avg. Entropy", "ood_classes", "avg_entropy"),
+    ("Table 2", "Missing|SAR", "F2 Score (sample)", "missing_sar", "f2_samples"),
+    ("Table 2", "Missing|Optical", "Calibration Error", "missing_optical", "ece"),
+    ("Table 2", "Optical|Corrupted", "F1 Score (macro)", "corrupted_optical", "f1_macro"),
+    ("Table 2", "SAR|Corrupted", "Avg. Entropy", "corrupted_sar", "avg_entropy"),
+    ("Table 3", "Cloudy|Handpicked", "AUPR (avg. entropy)", "very_cloudy", "aupr_entropy"),
+    ("Table 3", "Unknown|Classes", "AUROC (avg. conf)", "ood_classes", "auroc_confidence"),
+    ("Table 3", "Missing|Optical", "AUROC (avg. entropy)", "missing_optical", "auroc_entropy"),
+    ("Table 3", "SAR|Corrupted", "AUPR (avg. conf)", "corrupted_sar", "aupr_confidence"),
+]
+
+
+@pytest.mark.parametrize("marker,heading,prefix,scenario,metric", SUPPLEMENT_SPOTS)
+def test_supplement_spot_checks(marker, heading, prefix, scenario, metric):
+    cells = _supplement_row(_lines(SUPPLEMENT), marker, heading, prefix)
+    assert len(cells) == len(pf.EXTENSION_METHODS)
+    table = pf.EXTENSION_TABLE2 if marker == "Table 2" else pf.EXTENSION_TABLE3
+    row = table[scenario][metric]
+    for method, cell in zip(pf.EXTENSION_METHODS, cells):
+        assert row.get(method) == cell, (scenario, metric, method)
+
+
+@pytest.mark.parametrize("heading,prefix,scenario,metric", [
+    ("Testing", "F1 (sample)", "clear", "f1_samples"),
+    ("Optical|Only", "F2 (macro)", "missing_sar", "f2_macro"),
+    ("SAR|Corrupted", "F1 (micro)", "corrupted_sar", "f1_micro"),
+])
+def test_supplement_stages_spot_checks(heading, prefix, scenario, metric):
+    cells = _supplement_row(_lines(SUPPLEMENT), "Table 1", heading, prefix)
+    assert [pf.EXTENSION_TABLE1_STAGES[scenario][metric][s] for s in pf.EXTENSION_STAGES] == cells
+
+
+def test_supplement_shapes():
+    for scenario, rows in pf.EXTENSION_TABLE2.items():
+        expected = {"avg_entropy"} if scenario == "ood_classes" else {
+            "f1_micro", "f1_macro", "f1_samples", "f2_micro", "f2_macro", "f2_samples",
+            "avg_entropy", "ece"}
+        assert set(rows) == expected, scenario
+    assert set(pf.EXTENSION_TABLE2) == set(report.SCENARIOS)
+    assert set(pf.EXTENSION_TABLE3) == set(report.SCENARIOS) - {"clear"}
+    assert "sar_only" not in pf.EXTENSION_TABLE2["missing_sar"]["f1_micro"]
+    assert "optical_only" not in pf.EXTENSION_TABLE2["missing_optical"]["ece"]
+
+
+# ------------------------------------------------------------------------------ the table
+
+def _fake_results():
+    return {"methods": {
+        "baseline": {"clear": {"f1_samples": 0.781, "f1_micro": 0.77, "avg_entropy": 0.31,
+                               "avg_confidence": 0.9, "ece": 0.021},
+                     "ood_classes": {"avg_entropy": 0.3, "avg_confidence": 0.9}},
+        "adaptive": {"clear": {"f1_samples": 0.775},
+                     "ood_classes": {"avg_entropy": 0.9, "auroc_entropy": 0.93,
+                                     "ood_auroc_optical": 0.88, "ood_auroc_sar": 0.7},
+                     "missing_optical": {"f1_micro": 0.66}},
+    }}
+
+
+def _row(table, scenario_label, metric_label):
+    lines = table.splitlines()
+    start = next(i for i, l in enumerate(lines) if f"**{scenario_label}**" in l)
+    for l in lines[start:]:
+        cells = [c.strip() for c in l.strip().strip("|").split("|")]
+        if cells[1] == metric_label:
+            return cells
+    raise AssertionError(f"no row {metric_label} under {scenario_label}")
+
+
+def test_render_table_single_run():
+    table = report.render_table(_fake_results())
+    header = table.splitlines()[0]
+    for label in ("Baseline Fusion", "Non-Adaptive Fusion", "Adaptive Fusion", "Optical Only",
+                  "SAR Only"):
+        assert label in header
+    assert "EmbraceNet" not in header
+    row = _row(table, "Clear", "F1 (samples)¹")
+    assert row[2] == "0.781 (0.779) [0.77±0.01]"           # paper 77.90 %, extension late fusion
+    assert row[3] == "– (0.7686) [0.78±0.00]"              # non-adaptive: ours missing
+    assert row[4].startswith("0.775 (0.7652)")
+    assert _row(table, "Clear", "F1 (micro)")[2] == "0.770 [0.76±0.01]"
+    assert _row(table, "Clear", "ECE")[2] == "0.021 [0.03±0.02]"
+    assert _row(table, "Clear", "Avg. confidence")[2] == "0.900 (0.903)"
+    ood = _row(table, "OOD classes (clear)", "Avg. entropy [bit]")
+    assert ood[4] == "0.900 (0.932) [0.80±0.04]"
+    assert _row(table, "OOD classes (clear)", "AUROC vs clear (entropy)")[4] == "0.930 [0.91±0.04]"
+    assert _row(table, "OOD classes (clear)", "OOD detector AUROC (optical)")[4] == "0.880"
+    # no F-scores on OOD classes; the extension's extra scenario appears with its own figures
+    ood_block = table.split("**OOD classes (clear)**")[1].split("**Missing optical**")[0]
+    assert "F1" not in ood_block
+    mo = _row(table, "Missing optical", "F1 (micro)")
+    assert mo[4] == "0.660 [0.68±0.01]" and mo[5] == "–" and mo[6] == "– [0.71±0.01]"
+    # scenarios without results are left out, in the fixed order otherwise
+    assert "Snow and ice" not in table
+    assert table.index("**Clear**") < table.index("**OOD classes") < table.index("**Missing opt")
+
+
+def test_render_table_aggregated_and_extra_methods():
+    from tf_fusion.scores import aggregate_seeds
+
+    runs = []
+    for v in (0.77, 0.78, 0.79):
+        r = _fake_results()
+        r["methods"]["baseline"]["clear"]["f1_samples"] = v
+        r["methods"]["embracenet"] = {"clear": {"f1_micro": v}}
+        runs.append(r)
+    agg = aggregate_seeds(runs)
+    table = report.render_table(agg)
+    assert "EmbraceNet" in table.splitlines()[0]
+    row = _row(table, "Clear", "F1 (samples)¹")
+    assert row[2] == "0.780±0.010 (0.779) [0.77±0.01]"
+    assert row[-1] == "– [0.77±0.01]"                    # EmbraceNet column, extension figure
+    md = report.render_markdown(agg)
+    assert "over 3 runs" in md and "bits" in md and "averaged" in md
+
+
+def test_render_table_empty_and_all_scenarios():
+    assert len(report.render_table({"methods": {}}).splitlines()) == 2
+    full = report.render_table({"methods": {}}, all_scenarios=True)
+    for label in report.SCENARIO_LABELS.values():
+        assert f"**{label}**" in full
+    assert _row(full, "Cloudy, hand-picked", "F1 (samples)¹")[2] == "– (0.3892) [0.41±0.04]"
+
+
+# ------------------------------------------------------------------------------ the plots
+
+def _fake_arrays(rng):
+    entropy = {m: {s: rng.beta(2, 5, size=80) for s in ("clear", "ood_classes", "cloudy")}
+               for m in ("baseline", "adaptive", "sar_only")}
+    entropy["adaptive"]["ood_classes"] = rng.beta(8, 2, size=80)
+    y = (rng.random((300, 12)) < 0.3).astype(int)
+    p_good = np.clip(0.8 * y + 0.1 + 0.1 * rng.standard_normal(y.shape), 0, 1)
+    p_bad = np.clip(0.5 * y + 0.3 * rng.random(y.shape), 0, 1)
+    lab = np.r_[np.ones(200), np.zeros(150)]
+    return {
+        "entropy": entropy,
+        "reliability": {"baseline": (y, p_good), "adaptive": (y, p_bad)},
+        "ood_roc": {"optical": (lab, np.r_[rng.beta(5, 2, 200), rng.beta(2, 5, 150)]),
+                    "sar": (lab, np.r_[rng.beta(3, 2, 200), rng.beta(2, 3, 150)])},
+    }
+
+
+def test_write_report_writes_png(tmp_path):
+    rng = np.random.default_rng(0)
+    written = report.write_report(_fake_results(), str(tmp_path), arrays=_fake_arrays(rng))
+    assert set(written) == {"table.md", "entropy_histograms.png", "reliability.png",
+                            "ood_roc.png"}
+    md = (tmp_path / "table.md").read_text(encoding="utf-8")
+    assert md.startswith("# Results") and "0.781 (0.779)" in md
+    for name in ("entropy_histograms.png", "reliability.png", "ood_roc.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert len(data) > 10_000, (name, len(data))
+
+
+def test_write_report_table_only(tmp_path):
+    written = report.write_report(_fake_results(), str(tmp_path / "out"))
+    assert list(written) == ["table.md"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["table.md"]

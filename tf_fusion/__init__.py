@@ -1,0 +1,1 @@
+"""Keras side: pipeline, fusion model, trainer, OOD heads, evaluation, export."""

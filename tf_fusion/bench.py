@@ -1,0 +1,192 @@
+"""`python -m tf_fusion.bench SUBCOMMAND`: throughput figures of the Keras side.
+
+pipeline: samples/s of `tf_fusion.data.make_dataset` (decode, resample to 120², normalise;
+  training=False) over every subset of a synthetic v1 build, divided by samples/s of a
+  per-sample rasterio read of the same pairs from the GeoTIFF archive, the way torchgeo's
+  BigEarthNet dataset loads them (open the 12 S2 + 2 S1 files, `src.read(1, out_shape=(120, 120),
+  resampling=Resampling.bilinear)` for the 20 m and 60 m bands, stack, normalise with the same
+  statistics in NumPy). Both sides are timed after a warm-up pass (warm page cache); tf.data
+  through one long-lived iterator, as a training loop uses it (a fresh iterator per 600-sample
+  pass would mostly time the autotuner's ramp-up). The rasterio side gets the builder's GDAL
+  settings (no folder listing on open), which only makes it faster. Goal: ratio >= 20.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def _prepare_build(work: str, pairs: int, seed: int) -> str:
+    from tfrecords_builder.synth import ensure_build
+
+    return ensure_build(work, "v1", pairs, seed, workers=2, progress=False)
+
+
+def rasterio_samples(pairs, s2_root: str, s1_root: str, stats: dict, size: int = 120):
+    """Yield (s2 [size, size, 12], s1 [size, size, 2]) float32 per pair, torchgeo-style (one file at a time)."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    from tfrecords_builder import images, layout
+
+    from .data import S1_BANDS, S2_BANDS
+
+    s2_mean = np.array([stats[b]["mean"] for b in S2_BANDS], np.float32)
+    s2_std = np.array([stats[b]["std"] for b in S2_BANDS], np.float32)
+    s1_mean = np.array([stats[b]["mean"] for b in S1_BANDS], np.float32)
+    s1_std = np.array([stats[b]["std"] for b in S1_BANDS], np.float32)
+    with rasterio.Env(**images.GDAL_ENV):
+        for s2_name, s1_name in pairs:
+            s2_dir, s1_dir = layout.v1_dirs(s2_root, s1_root, s2_name, s1_name)
+            paths = layout.band_paths(s2_dir, s2_name, s1_dir, s1_name)
+            planes = {}
+            for band, path in paths.items():
+                with rasterio.open(path) as src:
+                    if src.height == size and src.width == size:
+                        planes[band] = src.read(1)
+                    else:
+                        planes[band] = src.read(1, out_shape=(size, size), resampling=Resampling.bilinear)
+            s2 = np.stack([planes[b] for b in S2_BANDS], axis=-1).astype(np.float32)
+            s1 = np.stack([planes[b] for b in S1_BANDS], axis=-1).astype(np.float32)
+            yield (s2 - s2_mean) / s2_std, (s1 - s1_mean) / s1_std
+
+
+def _agreement(data, out, manifest, subset, s1_of) -> None:
+    """Print how far the two readers' outputs for one sample are apart (same work on both sides)."""
+    inputs, _ = next(iter(data.make_dataset(out, subset, batch_size=1, include_names=True, manifest=manifest)))
+    name = inputs["s2_name"].numpy()[0].decode()
+    source = manifest["source"]
+    s2, s1 = next(rasterio_samples([(name, s1_of[name])], source["s2_root"], source["s1_root"], manifest["band_stats"]))
+    diff = np.abs(inputs["s2"].numpy()[0] - s2)
+    native = [i for i, b in enumerate(data.S2_BANDS) if manifest["bands"][b]["shape"][0] == 120]
+    other = [i for i in range(len(data.S2_BANDS)) if i not in native]
+    print(f"agreement on {name}: max |tf - rasterio| 10 m bands {diff[..., native].max():.2g}, "
+          f"S1 {np.abs(inputs['s1'].numpy()[0] - s1).max():.2g}; resampled 20/60 m bands: "
+          f"mean {diff[..., other].mean():.2g}, max {diff[..., other].max():.2g} (GDAL vs TF bilinear)")
+
+
+def _timed(run, passes: int) -> tuple[float, float, int]:
+    """(samples/s, CPU ms per sample of this process, samples) of `run(passes)`, which returns the count."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    n = run(passes)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return n / wall, 1e3 * cpu / n, n
+
+
+def bench_pipeline(args) -> int:
+    from tfrecords_builder import iter_records
+
+    from . import data
+
+    work = args.dir or tempfile.mkdtemp(prefix="tf-fusion-bench-")
+    try:
+        out = _prepare_build(work, args.pairs, args.seed)
+        manifest = data.load_manifest(out)
+        subsets = [s for s, e in manifest["subsets"].items() if e["count"]]
+        pairs = [(r["s2_name"], r["s1_name"]) for s in subsets for r in iter_records(out, s)]
+        n = len(pairs)
+        print(f"pairs: {n} in subsets {', '.join(subsets)}; {os.cpu_count()} CPUs", flush=True)
+
+        # One long-lived iterator, as a training loop has: tf.data's autotuner keeps its state.
+        ds = data.make_dataset(out, subsets, batch_size=args.batch_size, training=False, repeat=True, manifest=manifest)
+        iterator = iter(ds)
+        per_pass = -(-n // args.batch_size)
+
+        def run_tf(passes: int) -> int:
+            count = 0
+            for _ in range(passes * per_pass):
+                inputs, _ = next(iterator)
+                count += int(inputs["s2"].shape[0])
+            return count
+
+        run_tf(1)  # warm-up: tracing, thread pools, autotuning, page cache
+        tf_rate, tf_cpu, _ = _timed(run_tf, args.passes)
+
+        source = manifest["source"]
+
+        def run_rasterio(passes: int) -> int:
+            count = 0
+            for _ in range(passes):
+                for _ in rasterio_samples(pairs, source["s2_root"], source["s1_root"], manifest["band_stats"]):
+                    count += 1
+            return count
+
+        run_rasterio(1)  # warm-up: page cache
+        rio_rate, rio_cpu, _ = _timed(run_rasterio, max(1, args.passes - 1))
+        _agreement(data, out, manifest, subsets[0], dict(pairs))
+        print(f"tf.data pipeline (batch {args.batch_size}, 120x120 bilinear, normalised): "
+              f"{tf_rate:8.1f} samples/s  ({tf_cpu:.2f} CPU ms/sample)")
+        print(f"per-sample rasterio read (14 files, out_shape bilinear, normalised): "
+              f"{rio_rate:8.1f} samples/s  ({rio_cpu:.2f} CPU ms/sample)")
+        print(f"ratio = {tf_rate / rio_rate:.1f}  (goal >= 20)")
+    finally:
+        if not args.dir:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def bench_train_step(args) -> int:
+    """One Eq. 2 step (three weighted passes, encoders once) / one fused-pass-only step."""
+    import keras
+    import tensorflow as tf
+
+    from .model import FusionModel
+
+    rng = np.random.default_rng(0)
+    for backbone, batch, steps in (("resnet50", 8, args.steps_large), ("tiny", args.tiny_batch, args.steps_small)):
+        x = {"s2": tf.constant(rng.normal(size=(batch, 120, 120, 12)), tf.float32),
+             "s1": tf.constant(rng.normal(size=(batch, 120, 120, 2)), tf.float32)}
+        y = tf.constant(rng.integers(0, 2, (batch, 12)), tf.float32)
+        models = {}
+        for label, weights in (("three", (2.0, 1.0, 1.0)), ("fused", (1.0, 0.0, 0.0))):
+            keras.utils.set_random_seed(0)
+            models[label] = FusionModel(backbone=backbone, num_classes=12, pass_weights=weights)
+            models[label].compile(optimizer=keras.optimizers.Adam(1e-4))
+            for _ in range(3):  # trace and warm up
+                models[label].train_on_batch(x, y)
+        times = {"three": [], "fused": []}
+        for _ in range(args.rounds):  # interleaved rounds, so drift in machine load hits both alike
+            for label, model in models.items():
+                start = time.perf_counter()
+                for _ in range(steps):
+                    model.train_on_batch(x, y)
+                times[label].append((time.perf_counter() - start) / steps)
+        t3, t1 = min(times["three"]), min(times["fused"])
+        print(f"{backbone:>8} batch {batch:>3}: three-pass step {1e3 * t3:8.1f} ms, fused-only step {1e3 * t1:8.1f} ms, "
+              f"ratio = {t3 / t1:.3f}  (goal <= 1.15; three naive passes ~3)", flush=True)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tf_fusion.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    pl = sub.add_parser("pipeline", help="tf.data samples/s vs a per-sample rasterio read (goal >= 20x)")
+    pl.add_argument("--pairs", type=int, default=600, help="pairs in the synthetic archive (default 600)")
+    pl.add_argument("--batch-size", type=int, default=32, help="default 32, the experiments' default data.batch_size")
+    pl.add_argument("--passes", type=int, default=3, help="timed passes after the warm-up (default 3; rasterio: one fewer)")
+    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--dir", help="work folder, kept and reused (default: a temporary one)")
+    pl.set_defaults(func=bench_pipeline)
+    ts = sub.add_parser("train-step", help="Eq. 2 step time / fused-pass-only step time (goal <= 1.15)")
+    ts.add_argument("--tiny-batch", type=int, default=32, help="batch for the tiny backbone (resnet50 uses 8)")
+    ts.add_argument("--steps-large", type=int, default=5, help="timed steps per round, resnet50")
+    ts.add_argument("--steps-small", type=int, default=30, help="timed steps per round, tiny")
+    ts.add_argument("--rounds", type=int, default=3)
+    ts.set_defaults(func=bench_train_step)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

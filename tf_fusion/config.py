@@ -1,0 +1,179 @@
+"""Experiments as data: defaults here, YAML files in `experiments/`, `--set key=value` overrides.
+
+An experiment file holds only what differs from `DEFAULTS` (it may name a `base:` experiment to
+start from). Every key is checked: a typo is an error that names the key and suggests the closest
+known one, never a silently ignored setting. The resolved config is written into the run folder.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+
+import yaml
+
+EXPERIMENTS_DIR = os.environ.get(
+    "TF_FUSION_EXPERIMENTS", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
+)
+
+DEFAULTS = {
+    "name": "",
+    "description": "",
+    "data": {
+        "dir": None,  # a tfrecords_builder output folder; None: build the synthetic archive below
+        # with enabled: true and no dir, the builder's synthetic archive is written and built once
+        "synthetic": {"enabled": False, "layout": "v1", "pairs": 1200, "seed": 0, "workers": 2},
+        "cache_dir": os.path.join("~", ".cache", "tf_fusion"),
+        "image_size": 120,
+        "resize_method": "bilinear",
+        "batch_size": 32,
+        "shuffle_buffer": 2048,
+        "augment": True,
+        "deterministic": False,
+        "seed": 0,
+        # the manifest must have been built with this partition (0-based 19-class indices)
+        "partition": {"in_distribution": list(range(2, 14)), "ood_train": [0, 1], "ood_test": list(range(14, 19))},
+    },
+    "model": {
+        "kind": "late_fusion",  # late_fusion (the paper's gated fusion) | early_fusion (stacked bands)
+        "backbone": "resnet50",
+        "dropout": 0.0,
+    },
+    "training": {
+        "epochs": 100,
+        "steps_per_epoch": None,  # None: one pass over the train subset
+        "optimizer": "adam",  # adam | adamw | sgd
+        "learning_rate": 1e-3,
+        "weight_decay": 0.0,
+        "lr_schedule": "constant",  # constant | cosine
+        "pass_weights": {"fuse": 2.0, "opt": 1.0, "sar": 1.0},  # Eq. 2; opt = sar = 0: fused-pass-only baseline
+        "monitor": "val_f1_samples",
+        "monitor_mode": "max",
+        "mixed_precision": None,  # None | mixed_float16 | mixed_bfloat16
+        "distribute": None,  # None | mirrored
+        "seed": 0,
+    },
+}
+
+_MISSING = object()
+
+
+class ConfigError(ValueError):
+    """An unknown experiment, key or value; the message names it."""
+
+
+def experiment_path(name: str) -> str:
+    """`demo` → experiments/demo.yaml; a path to a .yaml file is used as is."""
+    if name.endswith((".yaml", ".yml")) and os.path.exists(name):
+        return name
+    path = os.path.join(EXPERIMENTS_DIR, f"{name}.yaml")
+    if not os.path.exists(path):
+        known = sorted(f[:-5] for f in os.listdir(EXPERIMENTS_DIR) if f.endswith(".yaml")) if os.path.isdir(EXPERIMENTS_DIR) else []
+        raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(known) or 'none'} (in {EXPERIMENTS_DIR})")
+    return path
+
+
+def _suggest(key: str, options) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _merge(base: dict, update: dict, prefix: str = "") -> dict:
+    """Deep-merge `update` into a copy of `base`, refusing keys `base` does not have."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        where = f"{prefix}{key}"
+        if key not in base:
+            raise ConfigError(f"unknown key {where!r}{_suggest(key, base)}")
+        if isinstance(base[key], dict) and key != "partition":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where} must be a mapping, got {value!r}")
+            out[key] = _merge(base[key], value, where + ".")
+        else:
+            out[key] = _check_type(where, base[key], value)
+    return out
+
+
+def _check_type(where: str, default, value):
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool) != isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    if type(default) is not type(value) and not (isinstance(default, dict) and isinstance(value, dict)):
+        raise ConfigError(f"{where} must be of type {type(default).__name__}, got {value!r}")
+    return value
+
+
+def _read_yaml(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: an experiment must be a mapping of sections")
+    return data
+
+
+def _resolve_file(path: str, seen=()) -> dict:
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        config = copy.deepcopy(DEFAULTS)
+    else:
+        base_path = experiment_path(base)
+        if base_path in seen:
+            raise ConfigError(f"{path}: circular 'base' chain through {base_path}")
+        config = _resolve_file(base_path, seen + (path,))
+    return _merge(config, data)
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    """'training.epochs=2' → (['training', 'epochs'], 2); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(config: dict, overrides) -> dict:
+    for text in overrides or ():
+        keys, value = parse_override(text)
+        update = value
+        for key in reversed(keys):
+            update = {key: update}
+        config = _merge(config, update)
+    return config
+
+
+def load_experiment(name: str, overrides=()) -> dict:
+    """The resolved experiment: DEFAULTS ← base chain ← the YAML file ← `overrides`."""
+    path = experiment_path(name)
+    config = apply_overrides(_resolve_file(path), overrides)
+    if not config["name"]:
+        config["name"] = os.path.splitext(os.path.basename(path))[0]
+    return config
+
+
+def get(config: dict, dotted: str, default=_MISSING):
+    node = config
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            if default is not _MISSING:
+                return default
+            raise ConfigError(f"unknown key {dotted!r}")
+        node = node[key]
+    return node
+
+
+def dump(config: dict, path: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config, f, sort_keys=False, default_flow_style=None)
+    os.replace(tmp, path)
