@@ -9,6 +9,13 @@ pipeline: samples/s of `tf_fusion.data.make_dataset` (decode, resample to 120²,
   through one long-lived iterator, as a training loop uses it (a fresh iterator per 600-sample
   pass would mostly time the autotuner's ramp-up). The rasterio side gets the builder's GDAL
   settings (no folder listing on open), which only makes it faster. Goal: ratio >= 20.
+
+train-step: one Eq. 2 training step (three weighted passes, encoders once) / one fused-pass-only
+  step. Goal: ratio <= 1.15.
+
+predict: one adaptive forward pass (Eq. 3: encoders once, both OOD heads, the fusion head at three
+  gate settings) / one non-adaptive forward pass (λ = (1, 1)), same batch, both traced
+  tf.functions, interleaved rounds, min time. Goal: ratio <= 1.10.
 """
 from __future__ import annotations
 
@@ -163,6 +170,48 @@ def bench_train_step(args) -> int:
     return 0
 
 
+def bench_predict(args) -> int:
+    """Adaptive prediction (Eq. 3: OOD heads + three gate settings, encoders once) / one
+    non-adaptive prediction (the FusionModel with λ = (1, 1)), both as traced tf.functions."""
+    import keras
+    import tensorflow as tf
+
+    from .adaptive import build_adaptive_model
+    from .model import FusionModel, gate_inputs
+    from .ood import build_ood_head
+
+    rng = np.random.default_rng(0)
+    default_batch = {"tiny": 64, "resnet18": 16, "resnet50": 16}
+    for backbone in [args.backbone] if args.backbone else ["tiny", "resnet50"]:
+        batch = args.batch_size or default_batch[backbone]
+        keras.utils.set_random_seed(0)
+        fusion = FusionModel(backbone=backbone, num_classes=12)
+        heads = [build_ood_head(enc.output.shape[-1], name=name)
+                 for enc, name in ((fusion.encoder_opt, "ood_opt"), (fusion.encoder_sar, "ood_sar"))]
+        adaptive = build_adaptive_model(fusion, *heads)
+        x = {"s2": tf.constant(rng.normal(size=(batch, 120, 120, 12)), tf.float32),
+             "s1": tf.constant(rng.normal(size=(batch, 120, 120, 2)), tf.float32)}
+        x_gated = gate_inputs(x, 1.0, 1.0)
+        fns = {"adaptive": tf.function(lambda: adaptive(x, training=False)["probabilities"]),
+               "non_adaptive": tf.function(lambda: fusion(x_gated, training=False)["probabilities"])}
+        for fn in fns.values():  # trace and warm up
+            for _ in range(2):
+                fn().numpy()
+        steps = args.steps or (40 if backbone == "tiny" else 5)
+        times = {label: [] for label in fns}
+        for _ in range(args.rounds):  # interleaved rounds, so drift in machine load hits both alike
+            for label, fn in fns.items():
+                start = time.perf_counter()
+                for _ in range(steps):
+                    out = fn()
+                out.numpy()
+                times[label].append((time.perf_counter() - start) / steps)
+        ta, tn = min(times["adaptive"]), min(times["non_adaptive"])
+        print(f"{backbone:>8} batch {batch:>3}: adaptive {1e3 * ta:8.2f} ms, non-adaptive {1e3 * tn:8.2f} ms, "
+              f"ratio = {ta / tn:.3f}  (goal <= 1.10)", flush=True)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tf_fusion.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -180,6 +229,13 @@ def parser() -> argparse.ArgumentParser:
     ts.add_argument("--steps-small", type=int, default=30, help="timed steps per round, tiny")
     ts.add_argument("--rounds", type=int, default=3)
     ts.set_defaults(func=bench_train_step)
+    pr = sub.add_parser("predict", help="adaptive (Eq. 3) forward pass / non-adaptive forward pass (goal <= 1.10)")
+    pr.add_argument("--backbone", choices=("tiny", "resnet18", "resnet50"),
+                    help="one backbone (default: tiny at batch 64, then resnet50 at batch 16)")
+    pr.add_argument("--batch-size", type=int, help="batch size (default 64 for tiny, 16 for resnet50)")
+    pr.add_argument("--steps", type=int, help="timed forward passes per round (default 40 tiny, 5 otherwise)")
+    pr.add_argument("--rounds", type=int, default=5)
+    pr.set_defaults(func=bench_predict)
     return p
 
 

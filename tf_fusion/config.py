@@ -53,6 +53,26 @@ DEFAULTS = {
         "distribute": None,  # None | mirrored
         "seed": 0,
     },
+    "ood": {
+        # one head per modality on its frozen branch embedding: hidden layers, sigmoid = P(in-distribution)
+        "hidden": [512, 64],
+        "dropout": 0.5,
+        "epochs": 5,  # the paper: 5
+        "batch_size": 64,
+        "learning_rate": 1e-3,
+        "augment_range": [0.5, 1.5],  # OOD samples: optical input rescaled by U(lo, hi) in reflectance units
+        "balance": True,  # weight in- and out-of-distribution samples equally
+        "seed": 0,
+    },
+    "evaluation": {
+        "batch_size": 64,
+        "threshold": 0.5,
+        "ece_bins": 15,
+        "corruption_std": 1.0,  # Gaussian noise on the normalised input (units of the band std)
+        "seed": 0,
+        "after_training": False,  # train: go on with the baseline, OOD detectors and the evaluation table
+        "baseline_experiment": None,  # trained next to the run as the table's `baseline` column
+    },
 }
 
 _MISSING = object()

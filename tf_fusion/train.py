@@ -32,8 +32,7 @@ def parse_args(argv=None):
 
 
 def resolve(args) -> tuple[dict, str]:
-    overrides = list(args.set) + ([f"data.dir={args.data}"] if args.data else [])
-    config = cfg.load_experiment(args.experiment, overrides)
+    config = cfg.load_experiment(args.experiment, list(args.set) + ([f"data.dir={args.data}"] if args.data else []))
     return config, args.run_dir or os.path.join(RUNS_DIR, config["name"])
 
 
@@ -44,7 +43,7 @@ def open_run_dir(run_dir: str, config: dict) -> bool:
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             previous = cfg.yaml.safe_load(f)
-        if _without_epochs(previous) != _without_epochs(config):
+        if _training_identity(previous) != _training_identity(config):
             raise cfg.ConfigError(f"{run_dir} holds a run of a different config; choose another --run-dir "
                                   f"(only training.epochs may change when continuing a run)")
         finished = os.path.exists(os.path.join(run_dir, "summary.json"))
@@ -57,8 +56,9 @@ def open_run_dir(run_dir: str, config: dict) -> bool:
     return False
 
 
-def _without_epochs(config: dict) -> dict:
-    c = json.loads(json.dumps(config))
+def _training_identity(config: dict) -> dict:
+    """What makes two runs the same training: data, model and training settings but the epoch count."""
+    c = json.loads(json.dumps({k: config.get(k) for k in ("data", "model", "training")}))
     c["training"].pop("epochs", None)
     return c
 
@@ -197,11 +197,28 @@ def train(config: dict, run_dir: str, log=print) -> dict:
     return summary
 
 
+def train_and_evaluate(config: dict, run_dir: str, overrides=(), log=print) -> None:
+    """The whole job (the demo): train, train the baseline experiment beside it, then evaluate."""
+    train(config, run_dir, log)
+    ev = config["evaluation"]
+    if not ev["after_training"]:
+        return
+    baseline_dir = None
+    if ev["baseline_experiment"]:
+        baseline = cfg.load_experiment(ev["baseline_experiment"], overrides)
+        baseline_dir = os.path.join(os.path.dirname(os.path.normpath(run_dir)), baseline["name"])
+        log(f"training the baseline {baseline['name']} into {baseline_dir}")
+        train(baseline, baseline_dir, log)
+    from .evaluate import evaluate
+
+    evaluate(run_dir, baseline_dir, log=log)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         config, run_dir = resolve(args)
-        train(config, run_dir)
+        train_and_evaluate(config, run_dir, list(args.set) + ([f"data.dir={args.data}"] if args.data else []))
     except cfg.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

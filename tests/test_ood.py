@@ -1,0 +1,171 @@
+"""OOD heads: `python -m tf_fusion.ood --run RUN` on a 2-epoch smoke run, the intensity
+augmentation, class balancing, TensorBoard logging of the validation AUROC, and reuse of
+trained heads."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+import keras  # noqa: E402
+
+from conftest import REPO  # noqa: E402
+from tf_fusion import ood  # noqa: E402
+from tf_fusion.data import S2_BANDS, load_manifest  # noqa: E402
+
+
+def _run(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", *map(str, args)], cwd=REPO, capture_output=True, text=True)
+    if check and proc.returncode:
+        raise AssertionError(proc.stdout[-3000:] + proc.stderr[-3000:])
+    return proc
+
+
+@pytest.fixture(scope="module")
+def ood_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("ood")
+    run = base / "run"
+    _run("tf_fusion.train", "--experiment", "smoke", "--run-dir", run, "--set", f"data.cache_dir={base / 'cache'}",
+         "--set", "training.epochs=2", "--set", "ood.epochs=3")
+    proc = _run("tf_fusion.ood", "--run", run)
+    return run, proc
+
+
+def test_cli_trains_and_saves_both_heads(ood_run):
+    run, proc = ood_run
+    assert "val AUROC optical" in proc.stdout
+    for name in ("ood_opt.keras", "ood_sar.keras", "ood.json"):
+        assert (run / name).exists(), name
+    state = json.loads((run / "ood.json").read_text())
+    assert state["config"]["epochs"] == 3
+    assert state["val_auroc_optical"] > 0.5  # urban/industrial vs vegetation is easy
+
+    heads = ood.load_ood_heads(run)
+    assert heads["val_auroc_optical"] == pytest.approx(state["val_auroc_optical"])
+    summary = json.loads((run / "summary.json").read_text())
+    from tf_fusion.data import make_dataset
+
+    fusion = keras.saving.load_model(run / "best.keras", compile=False)
+    inputs, _ = next(iter(make_dataset(summary["data_dir"], "val", batch_size=8, image_size=fusion.image_size)))
+    for key, modality, encoder in (("s2", "head_opt", fusion.encoder_opt), ("s1", "head_sar", fusion.encoder_sar)):
+        p = np.asarray(heads[modality](encoder(inputs[key], training=False)))
+        assert p.shape == (8, 1) and p.dtype == np.float32
+        assert ((p >= 0) & (p <= 1)).all()
+    # two hidden layers as in the paper, with dropout
+    dense = [l for l in heads["head_opt"].layers if isinstance(l, keras.layers.Dense)]
+    assert [d.units for d in dense] == [512, 64, 1]
+    assert sum(isinstance(l, keras.layers.Dropout) for l in heads["head_opt"].layers) == 2
+
+
+def test_validation_auroc_is_in_tensorboard(ood_run):
+    run, _ = ood_run
+    for name in ("ood_opt", "ood_sar"):
+        files = [os.path.join(d, f) for d, _, fs in os.walk(run / "logs" / name) for f in fs if f.startswith("events")]
+        assert files, name
+    val_dir = run / "logs" / "ood_opt" / "validation"
+    values = []
+    for f in sorted(os.listdir(val_dir)):
+        for event in tf.compat.v1.train.summary_iterator(str(val_dir / f)):
+            for v in event.summary.value:
+                if v.tag == "epoch_auc":
+                    values.append(float(tf.make_ndarray(v.tensor)))
+    assert len(values) == 3 and values[-1] > 0.5
+
+
+def test_finished_heads_are_loaded_not_retrained(ood_run):
+    run, _ = ood_run
+    before = (run / "ood_opt.keras").stat().st_mtime_ns
+    proc = _run("tf_fusion.ood", "--run", run)
+    assert proc.stdout.count("already trained") == 2
+    assert (run / "ood_opt.keras").stat().st_mtime_ns == before
+
+
+def test_intensity_rescaling_is_a_reflectance_rescaling():
+    rng = np.random.default_rng(0)
+    mean = rng.uniform(300, 3000, 12).astype("float32")
+    std = rng.uniform(100, 700, 12).astype("float32")
+    raw = rng.uniform(0, 8000, (4, 6, 6, 12))
+    x = ((raw - mean) / std).astype("float32")
+    scale = np.array([0.5, 1.0, 1.37, 1.5], "float32")
+    want = (scale[:, None, None, None] * raw - mean) / std
+    got = np.asarray(ood.rescale_intensity(x, scale, mean, std))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(ood.rescale_intensity(x, 1.0, mean, std)), x)
+
+
+def test_balancing_weights_give_each_class_equal_total():
+    w_in, w_out = ood.balance_weights(149, 22)
+    assert 149 * w_in == pytest.approx(22 * w_out) == pytest.approx((149 + 22) / 2)
+    assert ood.balance_weights(149, 22, balance=False) == (1.0, 1.0)
+
+
+def test_training_dataset_mixes_balanced_samples(ood_run):
+    run, _ = ood_run
+    data_dir = json.loads((run / "summary.json").read_text())["data_dir"]
+    manifest = load_manifest(data_dir)
+    cfg = {**ood.cfg.DEFAULTS["ood"], "batch_size": 32}
+    train, val = ood.ood_datasets(data_dir, manifest, "optical", cfg, image_size=32)
+    labels, weights, mixed = [], [], 0
+    for x, y, w in train:
+        assert x.shape[1:] == (32, 32, len(S2_BANDS))
+        labels.append(y.numpy()[:, 0]), weights.append(w.numpy())
+        mixed += len(set(labels[-1])) == 2
+    labels, weights = np.concatenate(labels), np.concatenate(weights)
+    n_in, n_out = manifest["subsets"]["train"]["count"], manifest["subsets"]["ood_train"]["count"]
+    assert (labels == 1).sum() == n_in and (labels == 0).sum() == n_out  # one pass over both
+    assert weights[labels == 1].sum() == pytest.approx(weights[labels == 0].sum(), rel=1e-5)
+    assert mixed >= 2  # mixed per sample, not per batch
+    assert sum(1 for _ in val) >= 2
+
+    # no ood_val: no validation, with a warning
+    empty = copy.deepcopy(manifest)
+    empty["subsets"]["ood_val"] = {"count": 0, "shards": []}
+    with pytest.warns(UserWarning, match="no validation"):
+        _, val = ood.ood_datasets(data_dir, empty, "sar", cfg, image_size=32, log=lambda *_: None)
+    assert val is None
+
+
+def test_only_ood_optical_samples_are_rescaled(ood_run):
+    run, _ = ood_run
+    data_dir = json.loads((run / "summary.json").read_text())["data_dir"]
+    manifest = load_manifest(data_dir)
+    from tf_fusion.data import _band_stats, make_dataset
+
+    def originals(subset):
+        return np.concatenate([b[0]["s2"].numpy() for b in make_dataset(data_dir, subset, batch_size=64, image_size=16)])
+
+    cfg = {**ood.cfg.DEFAULTS["ood"], "augment_range": [3.0, 3.0]}
+    train, _ = ood.ood_datasets(data_dir, manifest, "optical", cfg, image_size=16, augment=False)
+    got = {0.0: [], 1.0: []}
+    for x, y, _ in train:
+        for xi, yi in zip(x.numpy(), y.numpy()[:, 0]):
+            got[float(yi)].append(xi)
+    expected = {1.0: originals("train"),
+                0.0: np.asarray(ood.rescale_intensity(originals("ood_train"), 3.0, *_band_stats(manifest, S2_BANDS)))}
+    for label, samples in got.items():
+        ref = expected[label].reshape(len(expected[label]), -1)
+        for xi in samples:
+            assert np.abs(ref - xi.reshape(1, -1)).max(axis=1).min() < 1e-4, label
+
+
+def test_load_without_heads_is_none(tmp_path):
+    assert ood.load_ood_heads(tmp_path) is None
+
+
+def test_frozen_encoder_is_restored():
+    keras.utils.set_random_seed(0)
+    from tf_fusion.backbones import build_backbone
+
+    encoder = build_backbone("tiny", (16, 16, 2), "x_")
+    encoder.layers[1].trainable = False
+    before = [l.trainable for l in encoder.layers]
+    with ood._frozen(encoder):
+        assert not encoder.trainable_weights
+    assert [l.trainable for l in encoder.layers] == before and encoder.trainable
