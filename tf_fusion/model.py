@@ -166,8 +166,25 @@ def _model_inputs(image_size: int, s2_channels: int, s1_channels: int) -> dict:
     }
 
 
+class _ConfiguredModel(keras.Model):
+    """get_config/from_config from the constructor arguments listed in `_config_args`."""
+
+    _config_args: tuple = ()
+
+    def get_config(self):
+        config = {"name": self.name, "trainable": self.trainable}
+        for key in self._config_args:
+            value = getattr(self, key)
+            config[key] = list(value) if isinstance(value, tuple) else value
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package="tf_fusion")
-class FusionModel(keras.Model):
+class FusionModel(_ConfiguredModel):
     """Two-branch gated late fusion (the paper's network), trained with Eq. 2.
 
     Inputs ``{"s2": [B,H,W,12], "s1": [B,H,W,2], "lambda_opt": [B,1], "lambda_sar": [B,1]}``
@@ -182,6 +199,8 @@ class FusionModel(keras.Model):
     """
 
     _stack_head_passes = False  # True: one head call on the 3 gate settings stacked (3B rows)
+    _config_args = ("backbone", "num_classes", "image_size", "s2_channels", "s1_channels", "dropout",
+                    "pass_weights", "synchronized_bn")
 
     def __init__(self, backbone: str = "tiny", num_classes: int = 12, image_size: int = 120,
                  s2_channels: int = 12, s1_channels: int = 2, dropout: float = 0.0,
@@ -320,27 +339,10 @@ class FusionModel(keras.Model):
             return []
         return [*self.loss_trackers.values(), *self.val_metrics]
 
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "backbone": self.backbone,
-            "num_classes": self.num_classes,
-            "image_size": self.image_size,
-            "s2_channels": self.s2_channels,
-            "s1_channels": self.s1_channels,
-            "dropout": self.dropout,
-            "pass_weights": list(self.pass_weights),
-            "synchronized_bn": self.synchronized_bn,
-        }
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="tf_fusion")
-class EarlyFusionModel(keras.Model):
+class EarlyFusionModel(_ConfiguredModel):
     """Early-fusion baseline (BigEarthNet-MM style): s2 and s1 bands stacked on the channel axis
     (both already 120×120) → one backbone → Dense → sigmoid.
 
@@ -349,6 +351,8 @@ class EarlyFusionModel(keras.Model):
     training (λ from the inputs when present, else 1); logs ``loss`` and, in evaluation,
     ``f{1,2}_{samples,micro,macro}``.
     """
+
+    _config_args = ("backbone", "num_classes", "image_size", "s2_channels", "s1_channels", "dropout", "synchronized_bn")
 
     def __init__(self, backbone: str = "tiny", num_classes: int = 12, image_size: int = 120,
                  s2_channels: int = 12, s1_channels: int = 2, dropout: float = 0.0,
@@ -414,19 +418,3 @@ class EarlyFusionModel(keras.Model):
             return []
         return [self.loss_tracker, *self.val_metrics]
 
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "backbone": self.backbone,
-            "num_classes": self.num_classes,
-            "image_size": self.image_size,
-            "s2_channels": self.s2_channels,
-            "s1_channels": self.s1_channels,
-            "dropout": self.dropout,
-            "synchronized_bn": self.synchronized_bn,
-        }
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        return cls(**config)
