@@ -51,6 +51,25 @@ def run_cli(*args, check=True, **kwargs) -> subprocess.CompletedProcess:
     return proc
 
 
+def run_module(*args, check=True) -> subprocess.CompletedProcess:
+    """`python -m ARGS` in a fresh process from the repository root."""
+    proc = subprocess.run([sys.executable, "-m", *map(str, args)], cwd=REPO, capture_output=True, text=True)
+    if check and proc.returncode:
+        raise AssertionError(proc.stdout[-3000:] + proc.stderr[-3000:])
+    return proc
+
+
+@pytest.fixture(scope="session")
+def ood_smoke_run(tmp_path_factory):
+    """A 2-epoch smoke run with its two OOD heads (3 epochs), trained once per session and shared
+    by the OOD and export tests: (run folder, the `tf_fusion.ood` process)."""
+    base = tmp_path_factory.mktemp("ood")
+    run = base / "run"
+    run_module("tf_fusion.train", "--experiment", "smoke", "--run-dir", run, "--set", f"data.cache_dir={base / 'cache'}",
+               "--set", "training.epochs=2", "--set", "ood.epochs=3")
+    return run, run_module("tf_fusion.ood", "--run", run)
+
+
 @pytest.fixture(scope="session")
 def synth_v1(tmp_path_factory):
     from tfrecords_builder.synth import write_archive

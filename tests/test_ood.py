@@ -6,8 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
-import sys
+import re
 
 import numpy as np
 import pytest
@@ -15,26 +14,15 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
-from conftest import REPO  # noqa: E402
+from conftest import run_module as _run  # noqa: E402
 from tf_fusion import ood  # noqa: E402
 from tf_fusion.data import S2_BANDS, load_manifest  # noqa: E402
 
 
-def _run(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", *map(str, args)], cwd=REPO, capture_output=True, text=True)
-    if check and proc.returncode:
-        raise AssertionError(proc.stdout[-3000:] + proc.stderr[-3000:])
-    return proc
-
-
 @pytest.fixture(scope="module")
-def ood_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("ood")
-    run = base / "run"
-    _run("tf_fusion.train", "--experiment", "smoke", "--run-dir", run, "--set", f"data.cache_dir={base / 'cache'}",
-         "--set", "training.epochs=2", "--set", "ood.epochs=3")
-    proc = _run("tf_fusion.ood", "--run", run)
-    return run, proc
+def ood_run(ood_smoke_run):
+    """conftest's session run (2 training epochs, heads for 3), shared with tests/test_export.py."""
+    return ood_smoke_run
 
 
 def test_cli_trains_and_saves_both_heads(ood_run):
@@ -98,6 +86,24 @@ def test_intensity_rescaling_is_a_reflectance_rescaling():
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(ood.rescale_intensity(x, 1.0, mean, std)), x)
+
+
+def test_backscatter_shift_is_a_decibel_gain():
+    rng = np.random.default_rng(1)
+    mean, std = np.array([-11.1, -18.0], "float32"), np.array([3.1, 3.5], "float32")
+    db = rng.uniform(-30, 5, (3, 5, 5, 2))
+    gain = np.array([-15.0, 0.0, 4.5], "float32")
+    want = (db + gain[:, None, None, None] - mean) / std
+    got = np.asarray(ood.shift_backscatter(((db - mean) / std).astype("float32"), gain, std))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("key,value", [("augment_range", [0.0, 1.5]), ("augment_range", [2.0, 1.0]),
+                                       ("sar_augment_db", [5.0, -15.0]), ("sar_augment_db", [1.0])])
+def test_bad_augmentation_range_is_refused(key, value):
+    modality = "optical" if key == "augment_range" else "sar"
+    with pytest.raises(ood.cfg.ConfigError, match=rf"ood\.{key} must be \[lo, hi\].*{re.escape(str(value))}"):
+        ood.intensity_augmentation(modality, {**ood.cfg.DEFAULTS["ood"], key: value}, manifest=None)
 
 
 def test_balancing_weights_give_each_class_equal_total():

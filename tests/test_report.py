@@ -195,6 +195,30 @@ def test_render_table_aggregated_and_extra_methods():
     assert "over 3 runs" in md and "bits" in md and "averaged" in md
 
 
+def _findings_results(very_cloudy=(0.64, 0.37, 0.22), ood_entropy=0.83, clear=(0.919, 0.919)):
+    f1 = dict(zip(("adaptive", "non_adaptive", "optical_only"), very_cloudy))
+    entropy = {"baseline": (0.21, 0.32), "non_adaptive": (0.16, 0.26), "adaptive": (0.16, ood_entropy),
+               "optical_only": (0.39, 0.53), "sar_only": (0.53, 0.53)}
+    methods = {k: {"clear": {"avg_entropy": c}, "ood_classes": {"avg_entropy": o}} for k, (c, o) in entropy.items()}
+    for k, v in f1.items():
+        methods[k]["very_cloudy"] = {"f1_samples": v}
+    methods["adaptive"]["clear"]["f1_samples"], methods["non_adaptive"]["clear"]["f1_samples"] = clear
+    return {"methods": methods}
+
+
+def test_paper_findings_are_checked():
+    assert [ok for _, ok in report.paper_findings(_findings_results())] == [True, True, True]
+    # adaptive only 0.04 above non-adaptive on very cloudy; its entropy rise 0.14 = optical-only's
+    # 0.14 is not more; 0.035 apart on clear
+    bad = _findings_results(very_cloudy=(0.41, 0.37, 0.22), ood_entropy=0.30, clear=(0.884, 0.919))
+    claims = report.paper_findings(bad)
+    assert [ok for _, ok in claims] == [False, False, False]
+    assert "0.410" in claims[0][0] and "optical_only 0.140" in claims[1][0]
+    assert [ok for _, ok in report.paper_findings({"methods": {}})] == [None, None, None]
+    md = report.render_markdown(_findings_results())
+    assert md.count("- [yes]") == 3
+
+
 def test_render_table_empty_and_all_scenarios():
     assert len(report.render_table({"methods": {}}).splitlines()) == 2
     full = report.render_table({"methods": {}}, all_scenarios=True)

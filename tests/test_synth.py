@@ -292,6 +292,16 @@ def test_physically_plausible(v1):
     urban = [p for p in pairs if p["kind"] == "ood_train" and p in pure]
     assert urban
     assert _means(v1, urban, "VV").min() > _means(v1, vegetation, "VV").max() + 3
+    # industrial halls: white roofs with the spectral shape of clouds (bright VNIR, darker SWIR),
+    # unlike the grey urban-fabric roofs, whose SWIR is brighter than their visible
+    p95 = lambda p, band: np.percentile(_read(v1, p, band), 95)  # noqa: E731
+    industrial = [p for p in urban if p["labels"] == [1]]
+    fabric = [p for p in urban if p["labels"] == [0]]
+    assert industrial  # (this small archive may hold no pure urban-fabric patch)
+    for p in industrial:
+        assert p95(p, "B02") > 3500 and p95(p, "B11") < 0.85 * p95(p, "B02"), p
+    for p in fabric:
+        assert p95(p, "B02") < 2500 and p95(p, "B11") > p95(p, "B02"), p
     # very cloudy: bright optical image, far brighter than any clean one
     very_cloudy = [p for p in pairs if p["kind"] == "very_cloudy"]
     assert _means(v1, very_cloudy, "B02").min() > max(5000, 2 * _means(v1, clean, "B02").max())
@@ -309,3 +319,19 @@ def test_physically_plausible(v1):
         vv = 10 ** (_read(v1, p, "VV") / 10)
         b08 = _read(v1, p, "B08")
         assert vv.std() / vv.mean() > b08.std() / b08.mean(), p
+
+
+def test_cached_build_of_an_older_generator_is_rewritten(tmp_path, monkeypatch):
+    """A cache written before the pixels changed must not be reused silently."""
+    root = tmp_path / "cache"
+    out = synth.ensure_build(str(root), "v1", 24, 0, workers=1, progress=False, log=lambda *_: None)
+    info = json.loads((root / "archive" / "synth.json").read_text())
+    assert info["generator"] == synth.GENERATOR_VERSION
+    assert synth.ensure_build(str(root), "v1", 24, 0, workers=1, progress=False, log=lambda *_: None) == out
+    monkeypatch.setattr(synth, "GENERATOR_VERSION", synth.GENERATOR_VERSION + 1)
+    logged = []
+    assert synth.ensure_build(str(root), "v1", 24, 0, workers=1, progress=False, log=logged.append) == out
+    assert any("older generator" in line for line in logged)
+    info = json.loads((root / "archive" / "synth.json").read_text())
+    assert info["generator"] == synth.GENERATOR_VERSION
+    assert os.path.exists(os.path.join(out, "manifest.json"))

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -67,6 +68,17 @@ def test_finished_run_is_not_redone_and_other_config_is_refused(smoke_run):
     assert "already trained" in proc.stdout and (run / "best.keras").stat().st_mtime_ns == before
     proc = _train(run, cache, "--set", "training.learning_rate=0.1", check=False)
     assert proc.returncode == 2 and "different config" in proc.stderr
+
+
+def test_finished_run_on_other_data_is_refused(smoke_run, tmp_path):
+    """E.g. a run trained on a synthetic cache of an older generator: never reused silently."""
+    run, cache = smoke_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    (copy / "summary.json").write_text(json.dumps({**summary, "data_dir": str(tmp_path / "old-build")}))
+    proc = _train(copy, cache, check=False)
+    assert proc.returncode == 2 and "was trained on" in proc.stderr and "old-build" in proc.stderr
 
 
 def test_resume_after_kill_continues_from_last_epoch(smoke_run, tmp_path):

@@ -16,6 +16,12 @@ train-step: one Eq. 2 training step (three weighted passes, encoders once) / one
 predict: one adaptive forward pass (Eq. 3: encoders once, both OOD heads, the fusion head at three
   gate settings) / one non-adaptive forward pass (λ = (1, 1)), same batch, both traced
   tf.functions, interleaved rounds, min time. Goal: ratio <= 1.10.
+
+serve: samples/s of the exported SavedModel's `serving_default` signature on raw bands (native
+  resolution; input checks, resampling and normalisation in the graph) against the in-memory
+  adaptive Keras model on already preprocessed 120² tensors, batch 64: the cost of in-graph
+  preprocessing. The exported `preprocessed` signature is timed too (the SavedModel's own
+  overhead). Untrained models; random bands with matching statistics.
 """
 from __future__ import annotations
 
@@ -84,6 +90,20 @@ def _timed(run, passes: int) -> tuple[float, float, int]:
     n = run(passes)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return n / wall, 1e3 * cpu / n, n
+
+
+def _interleaved(fns: dict, steps: int, rounds: int, finish) -> dict:
+    """label → seconds per call in each round; the labels take turns within a round, so drift in
+    machine load hits all alike. ``finish(last output)`` waits for the work to be done."""
+    times = {label: [] for label in fns}
+    for _ in range(rounds):
+        for label, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                out = fn()
+            finish(out)
+            times[label].append((time.perf_counter() - start) / steps)
+    return times
 
 
 def bench_pipeline(args) -> int:
@@ -198,17 +218,82 @@ def bench_predict(args) -> int:
             for _ in range(2):
                 fn().numpy()
         steps = args.steps or (40 if backbone == "tiny" else 5)
-        times = {label: [] for label in fns}
-        for _ in range(args.rounds):  # interleaved rounds, so drift in machine load hits both alike
-            for label, fn in fns.items():
-                start = time.perf_counter()
-                for _ in range(steps):
-                    out = fn()
-                out.numpy()
-                times[label].append((time.perf_counter() - start) / steps)
+        times = _interleaved(fns, steps, args.rounds, lambda out: out.numpy())
         ta, tn = min(times["adaptive"]), min(times["non_adaptive"])
         print(f"{backbone:>8} batch {batch:>3}: adaptive {1e3 * ta:8.2f} ms, non-adaptive {1e3 * tn:8.2f} ms, "
               f"ratio = {ta / tn:.3f}  (goal <= 1.10)", flush=True)
+    return 0
+
+
+def _bench_manifest() -> dict:
+    """The parts of a manifest that export needs: band shapes, dtypes and plausible statistics."""
+    from tfrecords_builder.nomenclature import BAND_DTYPE, BAND_SIZE, BANDS
+
+    bands = {b: {"shape": [BAND_SIZE[b]] * 2, "dtype": BAND_DTYPE[b]} for b in BANDS}
+    stats = {b: {"mean": 1000.0 + 50 * i, "std": 600.0} for i, b in enumerate(BANDS[:-2])}
+    stats.update(VV={"mean": -12.0, "std": 5.0}, VH={"mean": -19.0, "std": 5.0})
+    return {"bands": bands, "band_stats": stats}
+
+
+def _raw_batch(rng, manifest, batch: int) -> dict:
+    """Random request inputs of `serving_default`: bands at native size around the statistics."""
+    from tfrecords_builder.nomenclature import S2_BANDS
+
+    out = {}
+    for band, entry in manifest["bands"].items():
+        size, stats = entry["shape"], manifest["band_stats"][band]
+        x = rng.normal(stats["mean"], stats["std"], (batch, *size))
+        out[band] = np.clip(x, 0, 10000).astype(np.float32).round() if band in S2_BANDS else x.astype(np.float32)
+    out["optical_available"] = np.ones(batch, np.float32)
+    out["sar_available"] = np.ones(batch, np.float32)
+    return out
+
+
+def bench_serve(args) -> int:
+    """Exported `serving_default` on raw bands / in-memory adaptive Keras model on preprocessed tensors."""
+    import keras
+    import tensorflow as tf
+
+    from . import serving
+    from .adaptive import build_adaptive_model
+    from .data import make_preprocess_fn
+    from .export import export_model
+    from .model import FusionModel
+    from .ood import build_ood_head
+
+    rng = np.random.default_rng(0)
+    manifest = _bench_manifest()
+    batch = args.batch_size
+    raw = {k: tf.constant(v) for k, v in _raw_batch(rng, manifest, batch).items()}
+    pre = make_preprocess_fn(manifest)({b: raw[b] for b in manifest["bands"]})
+    flags = {f: tf.reshape(raw[f], [-1, 1]) for f in serving.FLAGS}
+    work = tempfile.mkdtemp(prefix="tf-fusion-bench-serve-")
+    try:
+        for backbone in [args.backbone] if args.backbone else ["tiny", "resnet50"]:
+            keras.utils.set_random_seed(0)
+            fusion = FusionModel(backbone=backbone, num_classes=12)
+            heads = [build_ood_head(enc.output.shape[-1], name=name)
+                     for enc, name in ((fusion.encoder_opt, "ood_opt"), (fusion.encoder_sar, "ood_sar"))]
+            adaptive = build_adaptive_model(fusion, *heads, with_availability=True)
+            out = export_model(adaptive, manifest, os.path.join(work, backbone, "1"),
+                               class_names=[f"c{i}" for i in range(12)], log=lambda *_: None)
+            loaded = tf.saved_model.load(out)  # kept: its variables live as long as it does
+            signatures = loaded.signatures
+            pre_flags = {**pre, **{f: raw[f] for f in serving.FLAGS}}
+            fns = {"keras": tf.function(lambda: adaptive({**pre, **flags}, training=False)),
+                   "exported_preprocessed": lambda: signatures[serving.SIGNATURE_PREPROCESSED](**pre_flags),
+                   "exported_raw": lambda: signatures[serving.SIGNATURE_RAW](**raw)}
+            first = {label: fn()["probabilities"].numpy() for label, fn in fns.items()}  # trace and warm up
+            gap = max(np.abs(first[k] - first["keras"]).max() for k in ("exported_raw", "exported_preprocessed"))
+            steps = args.steps or (20 if backbone == "tiny" else 2)
+            times = _interleaved(fns, steps, args.rounds, lambda out: out["probabilities"].numpy())
+            rate = {label: batch / min(t) for label, t in times.items()}
+            print(f"{backbone:>8} batch {batch}: in-memory Keras on preprocessed {rate['keras']:8.1f} samples/s, "
+                  f"exported `preprocessed` {rate['exported_preprocessed']:8.1f}, exported `serving_default` on raw "
+                  f"bands {rate['exported_raw']:8.1f}; raw / Keras = {rate['exported_raw'] / rate['keras']:.3f} "
+                  f"(max |difference| of the probabilities {gap:.1g})", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
@@ -236,6 +321,13 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--steps", type=int, help="timed forward passes per round (default 40 tiny, 5 otherwise)")
     pr.add_argument("--rounds", type=int, default=5)
     pr.set_defaults(func=bench_predict)
+    sv = sub.add_parser("serve", help="exported signature on raw bands vs in-memory Keras on preprocessed tensors")
+    sv.add_argument("--backbone", choices=("tiny", "resnet18", "resnet50"),
+                    help="one backbone (default: tiny, then resnet50)")
+    sv.add_argument("--batch-size", type=int, default=64)
+    sv.add_argument("--steps", type=int, help="timed calls per round (default 20 tiny, 2 otherwise)")
+    sv.add_argument("--rounds", type=int, default=5)
+    sv.set_defaults(func=bench_serve)
     return p
 
 

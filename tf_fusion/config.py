@@ -61,6 +61,9 @@ DEFAULTS = {
         "batch_size": 64,
         "learning_rate": 1e-3,
         "augment_range": [0.5, 1.5],  # OOD samples: optical input rescaled by U(lo, hi) in reflectance units
+        # OOD samples: SAR backscatter shifted by U(lo, hi) dB (the paper gives no range; this one
+        # makes dark water scenes out-of-distribution for the SAR head too); null: not shifted
+        "sar_augment_db": [-15.0, 5.0],
         "balance": True,  # weight in- and out-of-distribution samples equally
         "seed": 0,
     },
@@ -72,6 +75,37 @@ DEFAULTS = {
         "seed": 0,
         "after_training": False,  # train: go on with the baseline, OOD detectors and the evaluation table
         "baseline_experiment": None,  # trained next to the run as the table's `baseline` column
+    },
+    "tuning": {
+        # `python -m tf_fusion.tune` (docs/tuning.md): stage 1 the fusion network, stage 2 the OOD heads
+        "tuner": "random",  # random | bayesian | hyperband
+        "max_trials": 10,  # per stage (random, bayesian; hyperband sizes its brackets from `epochs`)
+        "ood_max_trials": None,  # stage 2; None: max_trials; 0: stage 1 only
+        # stage 1: val_robust_f1 (mean val samples-F1 of the fused, optical-only and SAR-only passes)
+        # or any validation metric the model logs (val_f1_samples, val_opt_f1_macro, ...)
+        "objective": "val_robust_f1",
+        "epochs": None,  # per fusion trial (hyperband: the most); None: training.epochs
+        "steps_per_epoch": None,  # None: training.steps_per_epoch
+        "executions_per_trial": 1,
+        "hyperband_factor": 3,
+        "seed": 0,
+        # each hyperparameter: `values` (a list; one element: fixed) or `min`/`max` (with `step`,
+        # `sampling` linear|log|reverse_log); all three null: not searched, the experiment's value
+        "fusion": {
+            "w_fuse": {"values": [2.0], "min": None, "max": None, "step": None, "sampling": "linear"},
+            "w_opt": {"values": None, "min": 0.25, "max": 4.0, "step": None, "sampling": "log"},
+            "w_sar": {"values": None, "min": 0.25, "max": 4.0, "step": None, "sampling": "log"},
+            "learning_rate": {"values": None, "min": 3e-4, "max": 1e-2, "step": None, "sampling": "log"},
+        },
+        "ood": {
+            "hidden_1": {"values": [128, 256, 512, 1024], "min": None, "max": None, "step": None, "sampling": "linear"},
+            "hidden_2": {"values": [0, 32, 64, 128], "min": None, "max": None, "step": None, "sampling": "linear"},
+            "dropout": {"values": None, "min": 0.0, "max": 0.6, "step": 0.1, "sampling": "linear"},
+            "augment_lo": {"values": None, "min": 0.3, "max": 0.9, "step": None, "sampling": "linear"},
+            "augment_hi": {"values": None, "min": 1.1, "max": 2.0, "step": None, "sampling": "linear"},
+            "sar_db_lo": {"values": None, "min": -20.0, "max": -5.0, "step": None, "sampling": "linear"},
+            "sar_db_hi": {"values": None, "min": 0.0, "max": 8.0, "step": None, "sampling": "linear"},
+        },
     },
 }
 

@@ -16,8 +16,9 @@ resolution (10 m 120², 20 m 60², 60 m 20²) are stacked as channel-major plane
 (x − mean) / std with the manifest's `band_stats` in float32 (non-finite SAR values first replaced
 by the band mean, i.e. 0 after), and resized to S×S together in one `tf.image.resize` call per
 group (10 m bands and S1 only when S != 120); one concat puts the planes in `S2_BANDS` order and
-one transpose makes them channels-last. Training adds seeded random flips and 90° rotations (the
-8 symmetries of the square), one per sample, applied identically to its S2 and S1 images.
+one transpose makes them channels-last (`make_preprocess_fn`, which the exported serving signature
+reuses on raw request bands). Training adds seeded random flips and 90° rotations (the 8
+symmetries of the square), one per sample, applied identically to its S2 and S1 images.
 """
 from __future__ import annotations
 
@@ -150,22 +151,21 @@ def _runs(order, where):
     return [tuple(r) for r in out]
 
 
-def _decode_group(parsed, manifest, bands, image_size, method, guard=False):
+def _normalise_group(planes, manifest, bands, image_size, method, guard=False):
     """Bands of one native shape → normalised float32 planes [C, B, S, S] (C = len(bands)).
 
-    Decode each band (`decode_raw`, little-endian), stack on a leading channel axis, cast, replace
-    non-finite values by the band mean when `guard`, normalise (x − mean) / std per band, then,
-    below S×S, resize the whole group in ONE `tf.image.resize` call that sees its C·B planes as the
-    channels of a single [h, w, C·B] image (several times cheaper than NHWC with C channels).
-    Normalising before resampling equals normalising after it up to float32 rounding, since every
-    allowed method is linear with weights summing to 1 (~1e-6 relative; ~1e-5 for "area", whose
-    weights TF accumulates in float32; "nearest" copies, so it is exact).
+    planes: one [B, h, w] tensor per band (uint16 or float32, as decoded or as served). Stack on a
+    leading channel axis, cast, replace non-finite values by the band mean when `guard`, normalise
+    (x − mean) / std per band, then, below S×S, resize the whole group in ONE `tf.image.resize`
+    call that sees its C·B planes as the channels of a single [h, w, C·B] image (several times
+    cheaper than NHWC with C channels). Normalising before resampling equals normalising after it
+    up to float32 rounding, since every allowed method is linear with weights summing to 1 (~1e-6
+    relative; ~1e-5 for "area", whose weights TF accumulates in float32; "nearest" copies, so it
+    is exact).
     """
     h, w = _band_shape(manifest, bands[0])
-    dtype = _TF_DTYPES[manifest["bands"][bands[0]]["dtype"]]
     mean, std = (a.reshape(-1, 1, 1, 1) for a in _band_stats(manifest, bands))
-    x = tf.stack([tf.reshape(tf.io.decode_raw(parsed[b], dtype, little_endian=True), [-1, h, w]) for b in bands], axis=0)
-    x = tf.cast(x, tf.float32)
+    x = tf.cast(tf.stack(planes, axis=0), tf.float32)
     if guard:
         x = tf.where(tf.math.is_finite(x), x, mean)
     x = (x - mean) / std
@@ -177,34 +177,56 @@ def _decode_group(parsed, manifest, bands, image_size, method, guard=False):
     return x
 
 
-def make_parse_fn(manifest, *, image_size=NATIVE_SIZE, resize_method="bilinear", include_names=False):
-    """serialized [B] strings → (inputs, labels) as `make_dataset` yields them (no augmentation)."""
+def make_preprocess_fn(manifest, *, image_size=NATIVE_SIZE, resize_method="bilinear"):
+    """{BAND: [B, h, w] at native resolution} → {"s2": [B, S, S, 12], "s1": [B, S, S, 2]}.
+
+    The one place of resampling and normalisation: the training pipeline (`make_parse_fn`, after
+    decoding the record bytes) and the exported serving signature (`tf_fusion.export`, on the raw
+    bands of a request) both call it, so served inputs are exactly the trained ones. S2 bands are
+    grouped by native shape (10 m, 20 m, 60 m): one normalise/resize per group, then one concat of
+    channel-major slices in S2_BANDS order and one transpose to channels-last. Non-finite SAR
+    values become the band mean (0 after normalising).
+    """
     check_resize_method(resize_method)
     image_size = int(image_size)
     if image_size < 1:
         raise ValueError(f"image_size must be positive; got {image_size}")
     _band_stats(manifest, S2_BANDS + S1_BANDS)  # fail early on missing or unusable statistics
-    n_classes = len(manifest["class_names"])
-    in_dist = [int(i) for i in manifest["partition"]["in_distribution"]]
-    spec = {b: tf.io.FixedLenFeature([], tf.string) for b in S2_BANDS + S1_BANDS}
-    spec["labels"] = tf.io.FixedLenFeature([n_classes], tf.int64)
-    if include_names:
-        spec["s2_name"] = tf.io.FixedLenFeature([], tf.string)
-
-    # S2 bands grouped by native shape (10 m, 20 m, 60 m): one decode/resize per group, then one
-    # concat of channel-major slices in S2_BANDS order and one transpose to channels-last.
     groups: dict[tuple[int, int], list[str]] = {}
     for b in S2_BANDS:
         groups.setdefault(_band_shape(manifest, b), []).append(b)
     where = {b: (shape, i) for shape, bands in groups.items() for i, b in enumerate(bands)}
     runs = _runs(S2_BANDS, where)
 
+    def preprocess(bands):
+        planes = {shape: _normalise_group([bands[b] for b in names], manifest, names, image_size, resize_method)
+                  for shape, names in groups.items()}
+        s2 = tf.concat([planes[g][a:b] for g, a, b in runs], axis=0) if len(runs) > 1 else planes[runs[0][0]]
+        s1 = _normalise_group([bands[b] for b in S1_BANDS], manifest, list(S1_BANDS), image_size, resize_method,
+                              guard=True)
+        return {"s2": tf.transpose(s2, [1, 2, 3, 0]), "s1": tf.transpose(s1, [1, 2, 3, 0])}
+
+    return preprocess
+
+
+def make_parse_fn(manifest, *, image_size=NATIVE_SIZE, resize_method="bilinear", include_names=False):
+    """serialized [B] strings → (inputs, labels) as `make_dataset` yields them (no augmentation)."""
+    preprocess = make_preprocess_fn(manifest, image_size=image_size, resize_method=resize_method)
+    image_size = int(image_size)
+    n_classes = len(manifest["class_names"])
+    in_dist = [int(i) for i in manifest["partition"]["in_distribution"]]
+    spec = {b: tf.io.FixedLenFeature([], tf.string) for b in S2_BANDS + S1_BANDS}
+    spec["labels"] = tf.io.FixedLenFeature([n_classes], tf.int64)
+    if include_names:
+        spec["s2_name"] = tf.io.FixedLenFeature([], tf.string)
+    shapes = {b: _band_shape(manifest, b) for b in S2_BANDS + S1_BANDS}
+    dtypes = {b: _TF_DTYPES[manifest["bands"][b]["dtype"]] for b in S2_BANDS + S1_BANDS}
+
     def parse(serialized):
         parsed = tf.io.parse_example(serialized, spec)
-        planes = {shape: _decode_group(parsed, manifest, bands, image_size, resize_method) for shape, bands in groups.items()}
-        s2 = tf.concat([planes[g][a:b] for g, a, b in runs], axis=0) if len(runs) > 1 else planes[runs[0][0]]
-        s1 = _decode_group(parsed, manifest, list(S1_BANDS), image_size, resize_method, guard=True)
-        inputs = {"s2": tf.transpose(s2, [1, 2, 3, 0]), "s1": tf.transpose(s1, [1, 2, 3, 0])}
+        bands = {b: tf.reshape(tf.io.decode_raw(parsed[b], dtypes[b], little_endian=True), [-1, *shapes[b]])
+                 for b in S2_BANDS + S1_BANDS}
+        inputs = preprocess(bands)
         for x in inputs.values():  # keep a static batch size (drop_remainder) through the reshapes
             x.set_shape([serialized.shape[0], image_size, image_size, None])
         if include_names:

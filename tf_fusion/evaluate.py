@@ -75,17 +75,15 @@ def predict_scenarios(run_dir: str, baseline_dir=None, log=print):
     from . import data as tfdata
     from .adaptive import build_adaptive_model
     from .model import gate_inputs
-    from .ood import load_ood_heads, train_ood_heads
+    from .ood import train_ood_heads
 
     config, summary, fusion = load_run(run_dir)
     data_dir = summary["data_dir"]
     manifest = tfdata.load_manifest(data_dir, partition=config["data"]["partition"])
-    heads = load_ood_heads(run_dir)
-    if heads is None:
-        log("training the OOD detectors first")
-        d = config["data"]
-        heads = train_ood_heads(fusion, data_dir, manifest, config["ood"], run_dir, log=log, image_size=d["image_size"],
-                                resize_method=d["resize_method"], augment=d["augment"], deterministic=d["deterministic"])
+    d = config["data"]
+    # loads the saved detectors, or trains them when missing or trained with other `ood` settings
+    heads = train_ood_heads(fusion, data_dir, manifest, config["ood"], run_dir, log=log, image_size=d["image_size"],
+                            resize_method=d["resize_method"], augment=d["augment"], deterministic=d["deterministic"])
     adaptive = build_adaptive_model(fusion, heads["head_opt"], heads["head_sar"])
     baseline = load_run(baseline_dir)[2] if baseline_dir else None
     ev, d = config["evaluation"], config["data"]
@@ -150,7 +148,7 @@ def plot_arrays(pred: dict) -> dict:
 
 def evaluate(run_dir: str, baseline_dir=None, seed_dirs=(), log=print) -> dict:
     """Evaluate `run_dir` (and more seeds), write run_dir/report/, return the results."""
-    from .report import render_table, write_report
+    from .report import render_findings, render_table, write_report
 
     runs = [run_dir, *seed_dirs]
     per_seed = []
@@ -168,6 +166,7 @@ def evaluate(run_dir: str, baseline_dir=None, seed_dirs=(), log=print) -> dict:
         json.dump(results, f, indent=1)
     write_report(results, out, plot_arrays(first_pred), title=f"Evaluation of {os.path.basename(os.path.normpath(run_dir))}")
     log(render_table(results))
+    log(render_findings(results))
     log(f"wrote {out}/results.json, table.md and plots")
     return results
 

@@ -5,7 +5,8 @@ modality reads that modality's encoder output (the encoders are frozen, batch no
 mode) and predicts P(in-distribution). Positives are the `train` subset, negatives the
 `ood_train` subset (patches of the OOD-training classes only). The OOD samples' optical input is
 rescaled by a random factor U(lo, hi) in reflectance units (`ood.augment_range`), which makes the
-optical head sensitive to brightness shifts such as clouds; with `ood.balance` each class gets
+optical head sensitive to brightness shifts such as clouds, and their SAR backscatter is shifted
+by U(lo, hi) dB (`ood.sar_augment_db`), so that the SAR head also sees darker-than-usual scenes; with `ood.balance` each class gets
 the same total sample weight. Each epoch reports the AUROC of `val` (in) against `ood_val` (out);
 TensorBoard logs go to RUN_DIR/logs/ood_opt and RUN_DIR/logs/ood_sar. The heads are saved as
 RUN_DIR/ood_opt.keras and RUN_DIR/ood_sar.keras (with RUN_DIR/ood.json); a head already there,
@@ -79,10 +80,38 @@ def _count(manifest, subset) -> int:
     return int(manifest["subsets"].get(subset, {}).get("count") or 0)
 
 
+def shift_backscatter(x, gain_db, std):
+    """Normalised SAR input ``x`` [B, H, W, C] (dB) → the normalised image of the backscatter
+    scaled by ``gain_db`` decibels, i.e. ``x + gain_db / std`` (``gain_db``: [B] or a scalar;
+    ``std``: [C] band statistics of the manifest)."""
+    x = tf.convert_to_tensor(x, tf.float32)
+    gain = tf.reshape(tf.cast(gain_db, tf.float32), [-1, 1, 1, 1])
+    return x + gain / tf.constant(np.asarray(std, np.float32))
+
+
+def intensity_augmentation(modality: str, ood_cfg: dict, manifest):
+    """``shift(x, u)`` with ``u`` ~ U(0, 1) per sample: the intensity change of an OOD
+    sample of ``modality``, or None when its range is unset: optical reflectance rescaled by
+    U(`ood.augment_range`), SAR backscatter shifted by U(`ood.sar_augment_db`) dB."""
+    key = "augment_range" if modality == "optical" else "sar_augment_db"
+    bounds = ood_cfg.get(key)
+    if not bounds:
+        return None
+    if len(bounds) != 2 or not bounds[0] <= bounds[1] or (modality == "optical" and not bounds[0] > 0):
+        need = "0 < lo <= hi" if modality == "optical" else "lo <= hi"
+        raise cfg.ConfigError(f"ood.{key} must be [lo, hi] with {need}, got {list(bounds)}")
+    lo, hi = (float(v) for v in bounds)
+    if modality == "optical":
+        mean, std = tfdata._band_stats(manifest, tfdata.S2_BANDS)
+        return lambda x, u: rescale_intensity(x, lo + (hi - lo) * u, mean, std)
+    _, std = tfdata._band_stats(manifest, tfdata.S1_BANDS)
+    return lambda x, u: shift_backscatter(x, lo + (hi - lo) * u, std)
+
+
 def _labelled(data_dir, manifest, subset, key, label, weight, batch_size, *, training, seed,
-              scale_range=None, stats=None, **data_kwargs):
-    """Batches of (x = inputs[key], label [B, 1], weight [B]) of one subset; OOD optical samples
-    rescaled per sample by U(scale_range) when given."""
+              intensity=None, **data_kwargs):
+    """Batches of (x = inputs[key], label [B, 1], weight [B]) of one subset; each sample changed
+    by ``intensity(x, U(0, 1))`` when given (the OOD samples' intensity augmentation)."""
     ds = tfdata.make_dataset(data_dir, subset, batch_size=batch_size, training=training, seed=seed,
                              manifest=manifest, **data_kwargs)
     seeds = tf.data.Dataset.random(seed=seed + 7, rerandomize_each_iteration=True).batch(2)
@@ -90,10 +119,8 @@ def _labelled(data_dir, manifest, subset, key, label, weight, batch_size, *, tra
     def to_example(batch, batch_seed):
         x = batch[0][key]
         n = tf.shape(x)[0]
-        if scale_range is not None:
-            lo, hi = scale_range
-            factor = tf.random.stateless_uniform([n], seed=batch_seed, minval=lo, maxval=hi)
-            x = rescale_intensity(x, factor, *stats)
+        if intensity is not None:
+            x = intensity(x, tf.random.stateless_uniform([n], seed=batch_seed))
         return x, tf.fill([n, 1], float(label)), tf.fill([n], float(weight))
 
     return tf.data.Dataset.zip(ds, seeds).map(to_example, num_parallel_calls=tf.data.AUTOTUNE,
@@ -106,7 +133,7 @@ def ood_datasets(data_dir, manifest, modality: str, ood_cfg: dict, *, image_size
 
     train: `train` (label 1) and `ood_train` (label 0) mixed per sample in proportion to their
     sizes (one epoch = one pass over both), weights from ``balance_weights``, the OOD optical
-    inputs intensity-rescaled; val: `val` (1) then `ood_val` (0), unweighted, no augmentation.
+    inputs intensity-augmented (``intensity_augmentation``); val: `val` (1) then `ood_val` (0), unweighted, no augmentation.
     """
     key, seed, batch = _INPUT_KEY[modality], int(ood_cfg["seed"]), int(ood_cfg["batch_size"])
     n_in, n_out = _count(manifest, "train"), _count(manifest, "ood_train")
@@ -115,14 +142,11 @@ def ood_datasets(data_dir, manifest, modality: str, ood_cfg: dict, *, image_size
                                    f"(have {n_in} and {n_out} records)")
     w_in, w_out = balance_weights(n_in, n_out, ood_cfg["balance"])
     common = dict(image_size=image_size, resize_method=resize_method, deterministic=deterministic)
-    stats = tfdata._band_stats(manifest, tfdata.S2_BANDS)
-    scale_range = tuple(float(v) for v in ood_cfg["augment_range"]) if modality == "optical" and ood_cfg["augment_range"] else None
-    if scale_range is not None and not 0 < scale_range[0] <= scale_range[1]:
-        raise cfg.ConfigError(f"ood.augment_range must be [lo, hi] with 0 < lo <= hi, got {list(scale_range)}")
+    shift = intensity_augmentation(modality, ood_cfg, manifest)
     pos = _labelled(data_dir, manifest, "train", key, 1.0, w_in, batch, training=True, seed=seed,
                     augment=augment, **common)
     neg = _labelled(data_dir, manifest, "ood_train", key, 0.0, w_out, batch, training=True, seed=seed + 100,
-                    augment=augment, scale_range=scale_range, stats=stats, **common)
+                    augment=augment, intensity=shift, **common)
     train = tf.data.Dataset.sample_from_datasets(
         [pos.unbatch(), neg.unbatch()], weights=[n_in / (n_in + n_out), n_out / (n_in + n_out)],
         seed=seed, stop_on_empty_dataset=False)
@@ -192,13 +216,24 @@ def _nan_if_none(value) -> float:
     return float("nan") if value is None else float(value)
 
 
-def train_ood_head(fusion, modality: str, data_dir, manifest, ood_cfg: dict, run_dir, log=print,
-                   **data_kwargs) -> tuple[keras.Model, float]:
-    """Train the head of one modality ("optical" or "sar") on its frozen encoder; (head, final val AUROC)."""
+def new_ood_head(fusion, modality: str, ood_cfg: dict) -> keras.Model:
+    """The untrained head of one modality for these ``ood`` settings (one place that knows what a
+    head reads, so ``train_ood_head`` and the tuner build the same head)."""
+    encoder = getattr(fusion, _ENCODER[modality])
+    return build_ood_head(encoder.output.shape[-1], tuple(ood_cfg["hidden"]), ood_cfg["dropout"],
+                          name=HEAD_NAMES[modality])
+
+
+def train_ood_head(fusion, modality: str, data_dir, manifest, ood_cfg: dict, run_dir, log=print, *,
+                   head=None, **data_kwargs) -> tuple[keras.Model, float]:
+    """Train the head of one modality ("optical" or "sar") on its frozen encoder; (head, final val AUROC).
+
+    head: an already built head (``new_ood_head``) to train instead of a new one; the tuner
+    builds its trial's heads in ``HyperModel.build``."""
     encoder = getattr(fusion, _ENCODER[modality])
     name = HEAD_NAMES[modality]
     keras.utils.set_random_seed(int(ood_cfg["seed"]))
-    head = build_ood_head(encoder.output.shape[-1], tuple(ood_cfg["hidden"]), ood_cfg["dropout"], name=name)
+    head = head if head is not None else new_ood_head(fusion, modality, ood_cfg)
     train, val = ood_datasets(data_dir, manifest, modality, ood_cfg, log=log, **data_kwargs)
     epochs = int(ood_cfg["epochs"])
 

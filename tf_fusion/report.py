@@ -218,9 +218,49 @@ def _legend(results: Mapping) -> str:
     return LEGEND.format(ours_kind=kind, dash=DASH)
 
 
+def _mean(results, method, scenario, metric):
+    v = _ours(results, method, scenario, metric)
+    return v[0] if isinstance(v, tuple) else v
+
+
+def paper_findings(results: Mapping) -> list[tuple[str, bool | None]]:
+    """The seed paper's qualitative findings, checked on these results: ``[(claim with our
+    figures, True / False / None when a value is missing)]``."""
+    m = lambda method, scenario, metric: _mean(results, method, scenario, metric)  # noqa: E731
+    out = []
+    ad, na, opt = (m(k, "very_cloudy", "f1_samples") for k in ("adaptive", "non_adaptive", "optical_only"))
+    if None in (ad, na, opt):
+        out.append(("very cloudy: adaptive F1 (samples) >= non-adaptive + 0.05 and above optical-only", None))
+    else:
+        out.append((f"very cloudy: adaptive F1 (samples) {ad:.3f} >= non-adaptive {na:.3f} + 0.05 and above "
+                    f"optical-only {opt:.3f}", ad >= na + 0.05 and ad > opt))
+    rises = {k: (m(k, "ood_classes", "avg_entropy"), m(k, "clear", "avg_entropy")) for k in table_methods(results)}
+    rises = {k: a - b for k, (a, b) in rises.items() if a is not None and b is not None}
+    if "adaptive" not in rises or len(rises) < 2:
+        out.append(("OOD classes: the adaptive entropy rises over clear more than any other method's", None))
+    else:
+        others = {k: v for k, v in rises.items() if k != "adaptive"}
+        top = max(others, key=others.get)
+        out.append((f"OOD classes: the adaptive entropy rises over clear by {rises['adaptive']:.3f}, more than any "
+                    f"other method's (largest: {top} {others[top]:.3f})", rises["adaptive"] > others[top]))
+    ad, na = m("adaptive", "clear", "f1_samples"), m("non_adaptive", "clear", "f1_samples")
+    if None in (ad, na):
+        out.append(("clear: adaptive F1 (samples) within 0.03 of non-adaptive", None))
+    else:
+        out.append((f"clear: adaptive F1 (samples) {ad:.3f} within 0.03 of non-adaptive {na:.3f}", abs(ad - na) <= 0.03))
+    return out
+
+
+def render_findings(results: Mapping) -> str:
+    marks = {True: "yes", False: "NO", None: "n/a"}
+    lines = ["The paper's qualitative findings on these results:", ""]
+    lines += [f"- [{marks[ok]}] {claim}" for claim, ok in paper_findings(results)]
+    return "\n".join(lines) + "\n"
+
+
 def render_markdown(results: Mapping, title: str = "Results") -> str:
-    """The complete ``table.md``: title, table and legend."""
-    return f"# {title}\n\n{render_table(results)}\n{_legend(results)}"
+    """The complete ``table.md``: title, table, the paper's findings checked, and the legend."""
+    return f"# {title}\n\n{render_table(results)}\n{render_findings(results)}\n{_legend(results)}"
 
 
 # ----------------------------------------------------------------------------------------- plots

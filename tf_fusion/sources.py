@@ -11,7 +11,7 @@ import json
 import os
 
 from tfrecords_builder.records import MANIFEST
-from tfrecords_builder.synth import ensure_build
+from tfrecords_builder.synth import GENERATOR_VERSION, ensure_build
 
 from .config import DEFAULTS, ConfigError
 
@@ -23,7 +23,7 @@ def synthetic_root(config: dict) -> str:
     syn, part = config["data"]["synthetic"], config["data"]["partition"]
     tag = "" if part == DEFAULT_PARTITION else "-" + hashlib.sha1(json.dumps(part, sort_keys=True).encode()).hexdigest()[:8]
     return os.path.join(os.path.expanduser(config["data"]["cache_dir"]),
-                        f"synthetic-{syn['layout']}-{syn['pairs']}-seed{syn['seed']}{tag}")
+                        f"synthetic-{syn['layout']}-{syn['pairs']}-seed{syn['seed']}-g{GENERATOR_VERSION}{tag}")
 
 
 def prepare_data(config: dict, log=print) -> str:

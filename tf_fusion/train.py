@@ -48,6 +48,7 @@ def open_run_dir(run_dir: str, config: dict) -> bool:
                                   f"(only training.epochs may change when continuing a run)")
         finished = os.path.exists(os.path.join(run_dir, "summary.json"))
         if finished and previous["training"]["epochs"] == config["training"]["epochs"]:
+            cfg.dump(config, path)  # the OOD and evaluation settings that follow may have changed
             return True
         if finished:
             os.remove(os.path.join(run_dir, "summary.json"))
@@ -139,11 +140,15 @@ def datasets(config: dict, data_dir: str, manifest: dict, global_batch: int):
 # ------------------------------------------------------------------------------ training
 def train(config: dict, run_dir: str, log=print) -> dict:
     """Train the experiment's network into `run_dir` (resuming it); returns summary.json's content."""
-    if open_run_dir(run_dir, config):
-        log(f"{run_dir}: already trained for {config['training']['epochs']} epochs; nothing to do")
-        with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:
-            return json.load(f)
     data_dir = prepare_data(config, log)
+    if open_run_dir(run_dir, config):
+        with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:
+            summary = json.load(f)
+        if os.path.realpath(summary["data_dir"]) != os.path.realpath(data_dir):
+            raise cfg.ConfigError(f"{run_dir} was trained on {summary['data_dir']}, not on this experiment's "
+                                  f"data {data_dir}; choose another --run-dir")
+        log(f"{run_dir}: already trained for {config['training']['epochs']} epochs; nothing to do")
+        return summary
 
     import keras
 
@@ -198,7 +203,8 @@ def train(config: dict, run_dir: str, log=print) -> dict:
 
 
 def train_and_evaluate(config: dict, run_dir: str, overrides=(), log=print) -> None:
-    """The whole job (the demo): train, train the baseline experiment beside it, then evaluate."""
+    """The whole job (the demo): train, train the baseline experiment beside it, evaluate, then
+    export the adaptive model to RUN/export/1 (`tf_fusion.export`)."""
     train(config, run_dir, log)
     ev = config["evaluation"]
     if not ev["after_training"]:
@@ -212,6 +218,10 @@ def train_and_evaluate(config: dict, run_dir: str, overrides=(), log=print) -> N
     from .evaluate import evaluate
 
     evaluate(run_dir, baseline_dir, log=log)
+    if config["model"]["kind"] == "late_fusion":  # the adaptive model, ready for TF Serving
+        from .export import EXPORT_SUBDIR, export_run
+
+        export_run(run_dir, os.path.join(run_dir, EXPORT_SUBDIR), overwrite=True, log=log)
 
 
 def main(argv=None) -> int:

@@ -6,6 +6,10 @@ the real quirks (unpadded hours, `lly`, CRLF, v2 times a few seconds off the v1 
 pixels are physically plausible mosaics of per-class spectral / backscatter signatures so that a
 small network can actually learn the labels and OOD patches really look different.
 
+Bright industrial roofs share the spectral shape of clouds, as on real Sentinel-2 scenes: this is
+what lets the seed paper's optical OOD detector, trained on intensity-augmented urban/industrial
+patches, flag clouds. `GENERATOR_VERSION` changes whenever the pixels do; cached builds carry it.
+
 Everything is drawn from `seed`: the archive plan from one generator, the pixels of pair `i` from
 `np.random.default_rng([seed, i])`, so any number of worker processes writes identical bytes.
 """
@@ -28,6 +32,10 @@ from rasterio.crs import CRS
 from . import layout as L
 from .nomenclature import BAND_SIZE, CLASS_NAMES, CORINE_43_TO_19, S1_BANDS, S2_BANDS
 
+# Bump when the same (layout, pairs, seed) would give different pixels or lists.
+# 2: industrial covers got white roofs (cloud-like spectrum).
+GENERATOR_VERSION = 2
+
 # --------------------------------------------------------------------------------------------
 # Signatures. S2: L2A reflectance x 10000 for B01 B02 B03 B04 B05 B06 B07 B08 B8A B09 B11 B12.
 # S1: (VV, VH) backscatter in dB.
@@ -48,6 +56,9 @@ ENDMEMBERS = {
     "sparse_soil":    ((800, 1000, 1250, 1350, 1600, 1900, 2100, 2250, 2350, 2300, 3000, 2450), (-13.5, -22.0)),
     "roof":           ((1300, 1400, 1500, 1600, 1700, 1800, 1850, 1900, 1950, 1900, 2100, 1800), (5.0, -7.0)),
     "industrial_roof": ((2000, 2200, 2350, 2450, 2500, 2550, 2600, 2650, 2700, 2600, 2900, 2600), (6.0, -7.5)),
+    # white membrane / metal roofs of industrial halls: a cloud-like spectrum (bright and flat in
+    # the VNIR, lower in the SWIR), the classic false cloud of Sentinel-2 cloud masks
+    "white_roof":     ((4300, 4600, 4500, 4550, 4600, 4650, 4650, 4600, 4600, 3700, 3300, 2400), (6.5, -7.0)),
     "garden":         ((350, 450, 700, 600, 1050, 2000, 2350, 2500, 2600, 2500, 2100, 1300), (-4.0, -11.0)),
     "asphalt":        ((900, 1000, 1100, 1200, 1300, 1350, 1400, 1450, 1500, 1450, 1700, 1500), (-10.0, -18.0)),
     "sand":           ((1600, 1900, 2300, 2600, 2800, 3000, 3150, 3300, 3400, 3300, 4100, 3500), (-16.0, -24.0)),
@@ -68,7 +79,7 @@ SNOW = (8000, 8800, 8700, 8500, 8300, 8000, 7800, 7500, 7200, 6000, 600, 450)
 # A land cover = (endmember a, endmember b, texture, mean fraction of b).
 COVERS = {
     0: ("roof", "garden", "blocks", 0.25),                  # urban fabric
-    1: ("industrial_roof", "asphalt", "big_blocks", 0.3),   # industrial or commercial units
+    1: ("white_roof", "asphalt", "big_blocks", 0.3),        # industrial or commercial units
     2: ("green_crop", "bare_soil", "stripes", 0.5),         # arable land
     3: ("orchard_canopy", "orchard_soil", "rows", 0.5),     # permanent crops
     4: ("pasture", "dry_grass", "smooth", 0.25),            # pastures
@@ -199,6 +210,7 @@ def write_archive(out: str, layout: str, pairs: int, seed: int, workers: int = 1
     files = _write_lists_v1(out, tasks) if layout == "v1" else _write_lists_v2(out, tasks, scenes)
     summary = {
         "layout": layout,
+        "generator": GENERATOR_VERSION,
         **files,
         "seed": seed,
         "kinds": {k: sum(t["kind"] == k for t in tasks) for k in KINDS},
@@ -802,6 +814,11 @@ def ensure_build(root: str, layout: str = "v1", pairs: int = 400, seed: int = 0,
     from . import cli
 
     archive_dir, out = os.path.join(root, "archive"), os.path.join(root, "tfrecords")
+    info_path = os.path.join(archive_dir, "synth.json")
+    if os.path.exists(info_path) and read_archive_info(archive_dir).get("generator") != GENERATOR_VERSION:
+        log(f"{archive_dir}: written by an older generator; writing it again")
+        shutil.rmtree(archive_dir)
+        shutil.rmtree(out, ignore_errors=True)
     if os.path.exists(os.path.join(out, "manifest.json")):
         return out
     if not os.path.exists(os.path.join(archive_dir, "synth.json")):

@@ -1,0 +1,309 @@
+"""`python -m tf_fusion.tune` on the smoke experiment: a 2+2-trial search finishes, every trial is
+an HParams session in TensorBoard with all its hyperparameters, the best values train as an
+experiment, a re-run resumes (also after a kill), a chief + 2 workers search on loopback runs each
+trial exactly once; bad search spaces are one-line errors."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+kt = pytest.importorskip("keras_tuner")
+
+from conftest import REPO  # noqa: E402
+from tf_fusion import config as cfg  # noqa: E402
+from tf_fusion.tuning.run import check_tuning  # noqa: E402
+from tf_fusion.tuning import space  # noqa: E402
+
+FUSION_HPS = {"w_fuse", "w_opt", "w_sar", "learning_rate"}
+OOD_HPS = {"ood_hidden_1", "ood_hidden_2", "ood_dropout", "ood_augment_lo", "ood_augment_hi", "ood_sar_db_lo",
+           "ood_sar_db_hi"}
+TINY = ["--set", "tuning.epochs=1", "--set", "tuning.steps_per_epoch=4", "--set", "ood.epochs=1"]
+
+
+def _cmd(run_dir, cache, *extra):
+    return [sys.executable, "-m", "tf_fusion.tune", "--experiment", "smoke", "--run-dir", str(run_dir),
+            "--set", f"data.cache_dir={cache}", *TINY, *map(str, extra)]
+
+
+def _run(cmd, check=True, env=None):
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    if check and proc.returncode:
+        raise AssertionError(proc.stdout[-4000:] + proc.stderr[-4000:])
+    return proc
+
+
+def _jsonl(paths):
+    rows = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            rows += [json.loads(line) for line in f if line.strip()]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """The smoke experiment's synthetic archive, built once for every search below."""
+    from tf_fusion.sources import prepare_data
+
+    path = tmp_path_factory.mktemp("tune") / "cache"
+    prepare_data(cfg.load_experiment("smoke", [f"data.cache_dir={path}"]), log=lambda *_: None)
+    return path
+
+
+@pytest.fixture(scope="module")
+def search_run(cache, tmp_path_factory):
+    run = tmp_path_factory.mktemp("tune") / "run"
+    proc = _run(_cmd(run, cache, "--max-trials", 2))
+    return run, proc
+
+
+# ------------------------------------------------------------------------------ a search
+def test_search_finishes_with_progress_lines_and_best_files(search_run):
+    run, proc = search_run
+    for stage in ("fusion", "ood"):
+        for trial in ("0", "1"):
+            assert f"{stage} trial {trial} on tuner0:" in proc.stdout
+    assert proc.stdout.count(" done in ") == 4
+    best = json.loads((run / "tuning" / "best.json").read_text())
+    assert best["fusion"]["objective"] == "val_robust_f1" and 0 <= best["fusion"]["value"] <= 1
+    assert best["ood"]["objective"] == "val_auroc" and 0 <= best["ood"]["value"] <= 1
+    fusion_rows = _jsonl(glob.glob(str(run / "tuning" / "fusion" / "trials-*.jsonl")))
+    assert sorted(r["trial_id"] for r in fusion_rows) == ["0", "1"]
+    assert max(r["value"] for r in fusion_rows) == pytest.approx(best["fusion"]["value"])
+
+
+def _hparams_records(log_root):
+    """The HParams plugin records under log_root: ({session folder: (group name, {hparam: value})},
+    [(hparam names, metric tags) of each experiment summary])."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    sessions, experiments = {}, []
+    for path in glob.glob(os.path.join(log_root, "**", "events.out.tfevents.*"), recursive=True):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name != "hparams":
+                    continue
+                data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                if data.WhichOneof("data") == "session_start_info":
+                    info = data.session_start_info
+                    hparams = {k: v.number_value for k, v in info.hparams.items()}
+                    sessions[os.path.relpath(os.path.dirname(path), log_root)] = (info.group_name, hparams)
+                elif data.WhichOneof("data") == "experiment":
+                    experiments.append(({h.name for h in data.experiment.hparam_infos},
+                                        {m.name.tag for m in data.experiment.metric_infos}))
+    return sessions, experiments
+
+
+def _scalars(folder, tag):
+    values = []
+    for path in glob.glob(os.path.join(folder, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            values += [float(tf.make_ndarray(v.tensor)) for v in event.summary.value if v.tag == tag]
+    return values
+
+
+def test_every_trial_is_an_hparams_session_with_every_hyperparameter(search_run):
+    run, _ = search_run
+    log_root = str(run / "tuning" / "logs")
+    sessions, experiments = _hparams_records(log_root)
+    # the table's columns: every hyperparameter of both stages and both objectives
+    assert len(experiments) == 1
+    assert experiments[0][0] == FUSION_HPS | OOD_HPS and {"epoch_robust_f1", "epoch_auroc"} <= experiments[0][1]
+    fusion = {k: v for k, v in sessions.items() if k.startswith("fusion")}
+    ood = {k: v for k, v in sessions.items() if k.startswith("ood")}
+    assert len(fusion) == 2 and len(ood) == 2, sorted(sessions)
+    for hps in [h for _, h in fusion.values()]:
+        assert set(hps) == FUSION_HPS and hps["w_fuse"] == 2.0
+    for hps in [h for _, h in ood.values()]:
+        assert set(hps) == OOD_HPS
+    groups = [g for g, _ in sessions.values()]
+    assert len(set(groups)) == 4  # both stages number trials from 0: still four separate rows
+    # the objective of each trial is a scalar of its session, for the table and parallel coordinates
+    for folder in fusion:
+        assert len(_scalars(os.path.join(log_root, folder, "validation"), "epoch_robust_f1")) == 1
+    for folder in ood:
+        (auroc,) = _scalars(os.path.join(log_root, folder, "validation"), "epoch_auroc")
+        assert 0 <= auroc <= 1
+
+
+def test_best_yaml_trains_as_is(search_run, tmp_path):
+    run, _ = search_run
+    best_yaml = run / "tuning" / "best.yaml"
+    best = json.loads((run / "tuning" / "best.json").read_text())
+    _run([sys.executable, "-m", "tf_fusion.train", "--experiment", str(best_yaml), "--run-dir", str(tmp_path / "t"),
+          "--set", "training.epochs=1", "--set", "training.steps_per_epoch=2"])
+    trained = cfg.yaml.safe_load((tmp_path / "t" / "config.yaml").read_text())
+    hp = best["fusion"]["hyperparameters"]
+    assert trained["name"] == "smoke_tuned"
+    assert trained["training"]["pass_weights"] == {"fuse": hp["w_fuse"], "opt": hp["w_opt"], "sar": hp["w_sar"]}
+    assert trained["training"]["learning_rate"] == pytest.approx(hp["learning_rate"])
+    ohp = best["ood"]["hyperparameters"]
+    want_hidden = [ohp["ood_hidden_1"]] + ([ohp["ood_hidden_2"]] if ohp["ood_hidden_2"] else [])
+    assert trained["ood"]["hidden"] == want_hidden
+    assert trained["ood"]["augment_range"] == pytest.approx([ohp["ood_augment_lo"], ohp["ood_augment_hi"]])
+    assert trained["ood"]["sar_augment_db"] == pytest.approx([ohp["ood_sar_db_lo"], ohp["ood_sar_db_hi"]])
+
+
+def test_rerun_resumes_instead_of_starting_over(search_run, cache):
+    run, _ = search_run
+    rows = lambda: _jsonl(glob.glob(str(run / "tuning" / "**" / "trials-*.jsonl"), recursive=True))  # noqa: E731
+    before = rows()
+    proc = _run(_cmd(run, cache, "--max-trials", 2))
+    assert "fusion: complete (2 trials)" in proc.stdout and "ood: complete (2 trials)" in proc.stdout
+    assert rows() == before
+    # another search in the same folder is refused; only the trial counts may change
+    proc = _run(_cmd(run, cache, "--max-trials", 2, "--set", "tuning.fusion.w_opt.max=2.0"), check=False)
+    assert proc.returncode == 2
+    assert "holds a search of a different config (tuning.fusion.w_opt.max: 4.0 then, 2.0 now)" in proc.stderr
+
+
+def test_resume_after_kill_runs_each_trial_once(cache, tmp_path):
+    run = tmp_path / "run"
+    cmd = _cmd(run, cache, "--max-trials", 2, "--set", "tuning.ood_max_trials=0")
+    record = run / "tuning" / "fusion" / "trials-tuner0.jsonl"
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if record.exists() and _jsonl([record]):
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    done = [r["trial_id"] for r in _jsonl([record])]
+    assert done == ["0"] and not (run / "tuning" / "best.yaml").exists()
+    out = _run(cmd).stdout
+    assert "fusion: resuming, 1 trials already done" in out
+    assert sorted(r["trial_id"] for r in _jsonl([record])) == ["0", "1"]  # none twice, none lost
+    assert (run / "tuning" / "best.yaml").exists() and not (run / "tuning" / "ood").exists()
+
+
+def test_hyperband_continues_the_trials_it_promotes(cache, tmp_path):
+    run = tmp_path / "run"
+    out = _run(_cmd(run, cache, "--tuner", "hyperband", "--set", "tuning.epochs=2", "--set", "tuning.hyperband_factor=2",
+                    "--set", "tuning.ood_max_trials=0")).stdout
+    rows = _jsonl([run / "tuning" / "fusion" / "trials-tuner0.jsonl"])
+    assert rows and all(r["status"] == "COMPLETED" for r in rows)
+    continued = [r["trial_id"] for r in rows if r["hyperparameters"].get("tuner/initial_epoch")]
+    assert continued  # trained on from the checkpoint of the trial it promotes: only its last epoch runs
+    assert f"fusion trial {continued[0]} epoch 2/2" in out and f"fusion trial {continued[0]} epoch 1/2" not in out
+    assert (run / "tuning" / "best.yaml").exists()
+
+
+# ------------------------------------------------------------------------------ distributed
+def _free_port_pair() -> int:
+    """A port P on 127.0.0.1 with P + 1 also free (the chief serves stage 2 on P + 1)."""
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free pair of ports")
+
+
+def test_chief_and_two_workers_run_each_trial_exactly_once(cache, tmp_path):
+    run = tmp_path / "run"
+    port = _free_port_pair()
+    cmd = _cmd(run, cache, "--max-trials", 3, "--set", "tuning.ood_max_trials=2")
+    procs = {}
+    for tuner_id in ("chief", "tuner0", "tuner1"):
+        env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": "127.0.0.1",
+               "KERASTUNER_ORACLE_PORT": str(port)}
+        procs[tuner_id] = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                           text=True)
+    outs = {}
+    try:
+        for tuner_id, proc in procs.items():
+            outs[tuner_id] = proc.communicate(timeout=400)[0]
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    for tuner_id, proc in procs.items():
+        assert proc.returncode == 0, f"{tuner_id}:\n{outs.get(tuner_id, '')[-4000:]}"
+    tuning = run / "tuning"
+    for stage, n in (("fusion", 3), ("ood", 2)):
+        rows = _jsonl(glob.glob(str(tuning / stage / "**" / "trials-*.jsonl"), recursive=True))
+        ids = sorted(r["trial_id"] for r in rows)
+        assert ids == [str(i) for i in range(n)], (stage, rows)  # each trial once, across the workers
+        assert {r["tuner_id"] for r in rows} <= {"tuner0", "tuner1"}  # the chief only serves the oracle
+        assert all(r["status"] == "COMPLETED" for r in rows)
+    assert "worker done" in outs["tuner0"] and "worker done" in outs["tuner1"]
+    assert (tuning / "best.yaml").exists() and "best values:" in outs["chief"]
+
+
+# ------------------------------------------------------------------------------ the search space
+def _config(*overrides):
+    return cfg.load_experiment("smoke", list(overrides))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("tuning.fusion.w_fsue.min=1", "unknown key 'tuning.fusion.w_fsue' (did you mean 'w_fuse'?)"),
+    ("tuning.fusion.w_opt.min=5.0", "tuning.fusion.w_opt: min 5.0 > max 4.0"),
+    ("tuning.fusion.w_fuse.min=1.0", "tuning.fusion.w_fuse: give either values or min/max, got values=[2.0] and "
+                                     "min=1.0, max=None"),
+    ("tuning.fusion.learning_rate.min=0.0", "tuning.fusion.learning_rate.min must be one of the numbers in (0, inf), "
+                                            "got 0.0"),
+    ("tuning.fusion.w_opt.min=0.0", "tuning.fusion.w_opt: log sampling needs min > 0, got min=0.0"),
+    ("tuning.ood.hidden_1.values=[64.5, 128]", "tuning.ood.hidden_1.values must be integers in [1, inf), "
+                                               "got [64.5, 128]"),
+    ("tuning.ood.dropout.max=1.0", "tuning.ood.dropout.max must be one of the numbers in [0, 1), got 1.0"),
+    ("tuning.ood.augment_lo.max=1.2", "augment_lo can reach 1.2 but augment_hi can be as low as 1.1"),
+    ("tuning.ood.sar_db_lo.max=2.0", "sar_db_lo can reach 2.0 but sar_db_hi can be as low as 0.0"),
+    ("tuning.fusion.w_sar.sampling=cubic", "tuning.fusion.w_sar.sampling must be one of linear, log, reverse_log, "
+                                           "got 'cubic'"),
+    ("tuning.objective=val_f1", "tuning.objective must be one of val_robust_f1,"),
+    ("tuning.tuner=grid", "tuning.tuner must be one of random, bayesian, hyperband, got 'grid'"),
+    ("tuning.max_trials=0", "tuning.max_trials must be an integer >= 1, got 0"),
+    ("tuning.fusion.learning_rate.min=3e-4", "tuning.fusion.learning_rate.min must be of type float, got '3e-4'"),
+])
+def test_bad_search_space_is_a_one_line_error(override, message):
+    with pytest.raises(cfg.ConfigError) as info:
+        check_tuning(_config(override))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cli_echoes_a_bad_search_space(tmp_path):
+    proc = _run([sys.executable, "-m", "tf_fusion.tune", "--experiment", "smoke", "--run-dir", str(tmp_path),
+                 "--set", "tuning.ood.hidden_2.values=[]"], check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "error: tuning.ood.hidden_2.values must be a non-empty list, got []"
+
+
+def test_declared_hyperparameters_and_their_config_keys():
+    config = _config("tuning.ood.hidden_2.values=[0]", "tuning.fusion.learning_rate.min=null",
+                     "tuning.fusion.learning_rate.max=null")
+    check_tuning(config)
+    hp = kt.HyperParameters()
+    values = space.declare(hp, "fusion", config)
+    kinds = {h.name: type(h).__name__ for h in hp.space}
+    assert kinds == {"w_fuse": "Fixed", "w_opt": "Float", "w_sar": "Float"}  # learning_rate: not searched
+    assert [h.sampling for h in hp.space if h.name == "w_opt"] == ["log"]
+    trial = space.apply(config, "fusion", {**values, "w_opt": 0.5})
+    assert trial["training"]["pass_weights"] == {"fuse": 2.0, "opt": 0.5, "sar": values["w_sar"]}
+    assert trial["training"]["learning_rate"] == config["training"]["learning_rate"]
+
+    hp = kt.HyperParameters()
+    space.declare(hp, "ood", config)
+    kinds = {h.name: type(h).__name__ for h in hp.space}
+    assert kinds == {"ood_hidden_1": "Choice", "ood_hidden_2": "Fixed", "ood_dropout": "Float",
+                     "ood_augment_lo": "Float", "ood_augment_hi": "Float", "ood_sar_db_lo": "Float",
+                     "ood_sar_db_hi": "Float"}
+    trial = space.apply(config, "ood", {"hidden_1": 256, "hidden_2": 0, "dropout": 0.2, "augment_lo": 0.4,
+                                        "augment_hi": 1.7, "sar_db_hi": 3.0})
+    assert trial["ood"]["hidden"] == [256] and trial["ood"]["augment_range"] == [0.4, 1.7]
+    assert trial["ood"]["sar_augment_db"] == [config["ood"]["sar_augment_db"][0], 3.0]  # lo: the experiment's
+    assert space.from_hp_values("ood", {"ood_hidden_1": 256, "tuner/epochs": 3}) == {"hidden_1": 256}

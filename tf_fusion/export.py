@@ -1,0 +1,297 @@
+"""`python -m tf_fusion.export --run RUN_DIR --out MODEL_BASE/VERSION`: a SavedModel for TF Serving.
+
+The adaptive model of a run (Eq. 3 over the trained fusion network and its two OOD heads, from
+`build_adaptive_model(..., with_availability=True)`) is written through `keras.export.ExportArchive`
+with three named signatures over one graph:
+
+- `serving_default`: the raw bands exactly as read from the GeoTIFFs, batch first (`B01` … `B12`,
+  `B8A` at native resolution, float32 holding the uint16 values; `VV`, `VH` float32 dB) plus
+  per-sample `optical_available` / `sar_available` (1 or 0). Resampling and normalisation with
+  the manifest's statistics run in the graph, through `tf_fusion.data.make_preprocess_fn` — the
+  training pipeline's own function. A missing modality (flag 0) has its normalised input zeroed
+  (as in evaluation's missing scenarios) and in-distribution probability exactly 0, so Eq. 3
+  falls back to the other modality.
+- `raw_uint16`: the same with the S2 bands as uint16 (half the bytes over gRPC).
+- `preprocessed`: normalised `s2` [B, S, S, 12], `s1` [B, S, S, 2] and the two flags, for users
+  with their own pipeline (`assets/serving.json` holds the statistics and S).
+
+Outputs: `probabilities` (Eq. 3), `labels` (int32 multi-hot, p > the run's evaluation.threshold),
+`p_optical_in_distribution`, `p_sar_in_distribution`, `entropy` (bits), `confidence`,
+`probabilities_non_adaptive` (λ = (1, 1)). Inputs of the wrong shape, a batch size that differs
+between inputs, or flags outside [0, 1] fail with an InvalidArgument error naming the input.
+`assets/class_names.txt` lists the classes in output order; with `tensorflow-serving-api`
+installed, `assets.extra/tf_serving_warmup_requests` holds one request per signature.
+The version folder is written beside its final name and renamed into place, so a server
+watching MODEL_BASE never loads half a model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+from . import config as cfg
+from . import serving
+
+EXPORT_SUBDIR = os.path.join("export", "1")  # where `train_and_evaluate` puts a run's model
+CLASS_NAMES_FILE = "class_names.txt"
+SERVING_FILE = "serving.json"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+
+class ExportError(cfg.ConfigError):
+    """The run cannot be exported or the output folder is not usable; the message says why (a
+    ConfigError, so the train CLI reports it as one line too)."""
+
+
+# ------------------------------------------------------------------------------ the graph
+def _signature_specs() -> dict:
+    """signature name → {input name: tf.TensorSpec}: spatial sizes are left open in the spec and
+    checked in the graph, so a wrong size is a named InvalidArgument error on any server."""
+    import tensorflow as tf
+
+    flags = {f: tf.TensorSpec([None], tf.float32, name=f) for f in serving.FLAGS}
+    raw = {b: tf.TensorSpec([None, None, None], tf.float32, name=b) for b in serving.S2_BANDS + serving.S1_BANDS}
+    raw_u16 = {b: tf.TensorSpec([None, None, None], tf.uint16 if b in serving.S2_BANDS else tf.float32, name=b)
+               for b in raw}
+    pre = {"s2": tf.TensorSpec([None, None, None, len(serving.S2_BANDS)], tf.float32, name="s2"),
+           "s1": tf.TensorSpec([None, None, None, len(serving.S1_BANDS)], tf.float32, name="s1")}
+    return {serving.SIGNATURE_RAW: {**raw, **flags}, serving.SIGNATURE_RAW_UINT16: {**raw_u16, **flags},
+            serving.SIGNATURE_PREPROCESSED: {**pre, **flags}}
+
+
+def _checked(inputs: dict, shapes: dict) -> dict:
+    """`inputs` with their non-batch shapes asserted (message naming the input), their batch sizes
+    asserted equal, flags asserted in [0, 1]; static shapes restored for the model."""
+    import tensorflow as tf
+
+    first = next(iter(shapes))
+    batch = tf.shape(inputs[first])[0]
+    out = {}
+    for key, shape in shapes.items():
+        x = inputs[key]
+        want = ", ".join(["batch", *map(str, shape)])
+        checks = [tf.debugging.assert_equal(tf.shape(x)[0], batch,
+                                            message=f"input {key}: batch size differs from {first}'s")]
+        if shape:
+            checks.append(tf.debugging.assert_equal(tf.shape(x)[1:], tf.constant(shape, tf.int32),
+                                                    message=f"input {key}: expected shape [{want}]"))
+        else:
+            checks.append(tf.debugging.assert_equal(tf.logical_and(x >= 0, x <= 1), True,
+                                                    message=f"input {key}: expected 0 (missing) or 1 (present)"))
+        with tf.control_dependencies(checks):
+            out[key] = tf.ensure_shape(tf.identity(x), [None, *shape])
+    return out
+
+
+def _zero_missing(x, available):
+    """A missing modality (flag 0): zeros in place of its normalised input, as in evaluation (exact,
+    whatever the request held there). Skipped when every sample has it: a select over the whole
+    image batch costs as much as the tiny model."""
+    import tensorflow as tf
+
+    return tf.cond(tf.reduce_all(available > 0), lambda: x,
+                   lambda: tf.where(tf.reshape(available, [-1, 1, 1, 1]) > 0, x, tf.zeros_like(x)))
+
+
+def serving_functions(adaptive, manifest, *, image_size: int, resize_method: str, threshold: float) -> dict:
+    """signature name → tf.function (with its input signature) over the in-memory `adaptive` model."""
+    import tensorflow as tf
+
+    from .data import make_preprocess_fn
+
+    preprocess = make_preprocess_fn(manifest, image_size=image_size, resize_method=resize_method)
+    native = {b: tuple(int(n) for n in manifest["bands"][b]["shape"]) for b in serving.S2_BANDS + serving.S1_BANDS}
+    for b, shape in native.items():
+        if shape != (serving.BAND_SIZE[b],) * 2:
+            raise ExportError(f"manifest band {b} has shape {list(shape)}; "
+                              f"BigEarthNet's is {[serving.BAND_SIZE[b]] * 2}")
+    flags = {f: () for f in serving.FLAGS}
+    s = int(image_size)
+    pre_shapes = {"s2": (s, s, len(serving.S2_BANDS)), "s1": (s, s, len(serving.S1_BANDS)), **flags}
+    threshold = float(threshold)
+
+    def predict(s2, s1, optical_available, sar_available):
+        opt, sar = tf.reshape(optical_available, [-1, 1]), tf.reshape(sar_available, [-1, 1])
+        s2, s1 = _zero_missing(s2, opt), _zero_missing(s1, sar)
+        res = adaptive({"s2": s2, "s1": s1, "optical_available": opt, "sar_available": sar}, training=False)
+        probs = res["probabilities"]
+        return {"probabilities": probs,
+                "labels": tf.cast(probs > threshold, tf.int32),
+                "p_optical_in_distribution": tf.reshape(res["p_optical"], [-1]),
+                "p_sar_in_distribution": tf.reshape(res["p_sar"], [-1]),
+                "entropy": tf.reshape(res["entropy"], [-1]),
+                "confidence": tf.reshape(res["confidence"], [-1]),
+                "probabilities_non_adaptive": res["probabilities_non_adaptive"]}
+
+    def raw(x):
+        x = _checked(x, {**native, **flags})
+        inputs = preprocess({b: x[b] for b in native})
+        return predict(inputs["s2"], inputs["s1"], x["optical_available"], x["sar_available"])
+
+    def preprocessed(x):
+        x = _checked(x, pre_shapes)
+        return predict(x["s2"], x["s1"], x["optical_available"], x["sar_available"])
+
+    specs = _signature_specs()
+    bodies = {serving.SIGNATURE_RAW: raw, serving.SIGNATURE_RAW_UINT16: raw,
+              serving.SIGNATURE_PREPROCESSED: preprocessed}
+    return {name: tf.function(body, input_signature=[specs[name]]) for name, body in bodies.items()}
+
+
+# ------------------------------------------------------------------------------ writing
+def _target(out: str, overwrite: bool) -> str:
+    out = os.path.abspath(os.fspath(out))
+    version = os.path.basename(out)
+    if not version.isdigit():
+        raise ExportError(f"--out must end in an integer version folder (TF Serving loads MODEL_BASE/<version>/); "
+                          f"got {out}")
+    if os.path.exists(out) and os.listdir(out):
+        if not overwrite:
+            raise ExportError(f"{out} exists and is not empty; export a new version or pass --overwrite")
+    return out
+
+
+def _warmup_inputs(manifest, n: int = 1) -> dict:
+    """A small, plausible request: every band at its training mean, both modalities present."""
+    stats = manifest["band_stats"]
+    sample = {b: np.full((serving.BAND_SIZE[b],) * 2, stats[b]["mean"], serving.BAND_DTYPE[b])
+              for b in serving.S2_BANDS + serving.S1_BANDS}
+    sample.update({f: np.float32(1.0) for f in serving.FLAGS})
+    return serving.stack_samples([sample] * n)
+
+
+def write_warmup(model_dir: str, manifest, image_size: int, log=print) -> bool:
+    """assets.extra/tf_serving_warmup_requests (one PredictRequest per signature) if
+    tensorflow-serving-api is installed; False (and a log line) when it is not."""
+    try:
+        from tensorflow_serving.apis import prediction_log_pb2
+    except ImportError:
+        log(f"note: {WARMUP_FILE} not written: {serving.GRPC_EXTRA}")
+        return False
+    import tensorflow as tf
+
+    raw = _warmup_inputs(manifest)
+    s = int(image_size)
+    batch = len(raw["B02"])
+    pre = {"s2": np.zeros((batch, s, s, len(serving.S2_BANDS)), "float32"),
+           "s1": np.zeros((batch, s, s, len(serving.S1_BANDS)), "float32"),
+           **{f: raw[f] for f in serving.FLAGS}}
+    requests = [serving.grpc_request(raw, "model", serving.SIGNATURE_RAW),
+                serving.grpc_request(raw, "model", serving.SIGNATURE_RAW_UINT16),
+                serving.grpc_request(pre, "model", serving.SIGNATURE_PREPROCESSED, image_size=s)]
+    path = os.path.join(model_dir, WARMUP_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for request in requests:
+            log_entry = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log_entry.SerializeToString())
+    return True
+
+
+def export_model(adaptive, manifest, out, *, class_names, image_size: int = 120, resize_method: str = "bilinear",
+                 threshold: float = 0.5, info=None, overwrite: bool = False, log=print) -> str:
+    """Write `adaptive` (a `build_adaptive_model(..., with_availability=True)` graph) with the
+    three signatures, class names and serving.json to `out` (= MODEL_BASE/VERSION); returns it."""
+    import keras
+    import tensorflow as tf
+
+    out = _target(out, overwrite)
+    class_names = [str(c) for c in class_names]
+    n_out = adaptive.output["probabilities"].shape[-1]
+    if len(class_names) != n_out:
+        raise ExportError(f"{len(class_names)} class names for a model with {n_out} outputs")
+    functions = serving_functions(adaptive, manifest, image_size=image_size, resize_method=resize_method,
+                                  threshold=threshold)
+    base = os.path.dirname(out)
+    os.makedirs(base, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=base)  # not a version name: servers skip it
+    try:
+        meta = os.path.join(work, "meta")
+        os.makedirs(meta)
+        with open(os.path.join(meta, CLASS_NAMES_FILE), "w", encoding="utf-8") as f:
+            f.write("".join(c + "\n" for c in class_names))
+        description = {
+            "class_names": class_names, "threshold": float(threshold), "image_size": int(image_size),
+            "resize_method": resize_method, "signatures": list(serving.SIGNATURES), "outputs": list(serving.OUTPUTS),
+            "bands": {b: {"shape": [serving.BAND_SIZE[b]] * 2, "dtype": serving.BAND_DTYPE[b],
+                          **{k: float(manifest["band_stats"][b][k]) for k in ("mean", "std")}}
+                      for b in serving.S2_BANDS + serving.S1_BANDS},
+            "s2_channels": list(serving.S2_BANDS), "s1_channels": list(serving.S1_BANDS), **(info or {})}
+        with open(os.path.join(meta, SERVING_FILE), "w", encoding="utf-8") as f:
+            json.dump(description, f, indent=1)
+
+        archive = keras.export.ExportArchive()
+        archive.track(adaptive)
+        for name, fn in functions.items():
+            archive.add_endpoint(name, fn)
+        # ExportArchive saves its `_tf_trackable`; Asset objects reachable from it land in assets/
+        # (track() keeps only lookup-table resources, so it cannot carry plain files).
+        archive._tf_trackable.class_names = tf.saved_model.Asset(os.path.join(meta, CLASS_NAMES_FILE))
+        archive._tf_trackable.serving_config = tf.saved_model.Asset(os.path.join(meta, SERVING_FILE))
+        model_dir = os.path.join(work, "model")
+        archive.write_out(model_dir, verbose=False)
+        write_warmup(model_dir, manifest, image_size, log)
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.replace(model_dir, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log(f"{out}: SavedModel with signatures {', '.join(serving.SIGNATURES)}; {len(class_names)} classes")
+    return out
+
+
+def export_run(run_dir, out=None, *, overwrite: bool = False, log=print) -> str:
+    """Export a finished run with trained OOD heads to `out` (default RUN_DIR/export/1)."""
+    from . import data as tfdata
+    from .adaptive import build_adaptive_model
+    from .ood import load_ood_heads, load_run
+
+    run_dir = os.fspath(run_dir)
+    out = _target(out or os.path.join(run_dir, EXPORT_SUBDIR), overwrite)  # fail before loading anything
+    config, summary, fusion = load_run(run_dir)
+    heads = load_ood_heads(run_dir)
+    if heads is None:
+        raise ExportError(f"{run_dir}: no OOD heads (ood_opt.keras, ood_sar.keras); train them first: "
+                          f"python -m tf_fusion.ood --run {run_dir}")
+    try:
+        adaptive = build_adaptive_model(fusion, heads["head_opt"], heads["head_sar"], with_availability=True)
+    except TypeError as e:
+        raise ExportError(f"{run_dir}: {e}") from None
+    data_cfg = {**cfg.DEFAULTS["data"], **(config.get("data") or {})}
+    ev = {**cfg.DEFAULTS["evaluation"], **(config.get("evaluation") or {})}
+    manifest = tfdata.load_manifest(summary.get("data_dir") or data_cfg["dir"], partition=data_cfg["partition"])
+    classes = summary.get("classes") or tfdata.in_distribution_classes(manifest)
+    info = {"run_dir": os.path.abspath(run_dir), "experiment": summary.get("experiment"),
+            "backbone": (config.get("model") or {}).get("backbone"),
+            "val_auroc_optical": heads["val_auroc_optical"], "val_auroc_sar": heads["val_auroc_sar"]}
+    info = {k: (None if isinstance(v, float) and v != v else v) for k, v in info.items()}  # NaN → null
+    return export_model(adaptive, manifest, out, class_names=classes,
+                        image_size=int(getattr(fusion, "image_size", data_cfg["image_size"])),
+                        resize_method=data_cfg["resize_method"], threshold=ev["threshold"], info=info,
+                        overwrite=overwrite, log=log)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tf_fusion.export", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True, help="a finished training run with OOD heads (tf_fusion.train / tf_fusion.ood)")
+    p.add_argument("--out", help="MODEL_BASE/VERSION, e.g. models/fusion/1 (default RUN/export/1)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
+    args = p.parse_args(argv)
+    from .data import ManifestError
+
+    try:
+        export_run(args.run, args.out, overwrite=args.overwrite)
+    except (cfg.ConfigError, ManifestError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,323 @@
+"""`python -m tf_fusion.predict --model DIR (--s2 PATCH --s1 PATCH | --pairs CSV | --root ARCHIVE) [--out F]`.
+
+Runs an exported SavedModel (`tf_fusion.export`) on BigEarthNet-layout GeoTIFF pairs, or on one
+modality alone (the other gets availability 0, so the prediction rests on the given one), and
+writes, per pair, the predicted class names, every class probability, p_o and p_s (the OOD
+detectors' probabilities that the optical / SAR input is in-distribution), entropy, confidence
+and a plain-words note when a modality is missing or looks out of distribution.
+
+Inputs: `--s2`/`--s1` patch folders (`<dir>/<name>_<BAND>.tif`); `--pairs CSV` with columns
+`s2,s1` (patch folders, relative to the CSV's folder; one may be empty); `--root` a v1 archive
+(`BigEarthNet-v1.0/` + `BigEarthNet-S1-v1.0/`, or any two folders of S2 and S1 patch folders, paired
+through the S1 JSON's `corresponding_s2_patch`) or a v2 archive (`BigEarthNet-S2/` +
+`BigEarthNet-S1/`, paired through `metadata.parquet` and the snow/cloud parquet beside it). A pair
+with a missing or bad file gets a one-line error naming it and the run goes on; the failures are
+listed again at the end (exit 1).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import sys
+
+import numpy as np
+
+from tfrecords_builder import archive, layout
+
+from . import serving
+from .serving import BadPair
+
+BATCH_SIZE = 32
+
+
+class PredictError(ValueError):
+    """The model or the list of pairs is unusable as a whole (not one bad pair)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    s2_dir: str | None
+    s1_dir: str | None
+
+    @property
+    def s2_name(self) -> str:
+        return os.path.basename(os.path.normpath(self.s2_dir)) if self.s2_dir else ""
+
+    @property
+    def s1_name(self) -> str:
+        return os.path.basename(os.path.normpath(self.s1_dir)) if self.s1_dir else ""
+
+    @property
+    def name(self) -> str:
+        return " / ".join(n for n in (self.s2_name, self.s1_name) if n)
+
+
+# ------------------------------------------------------------------------------ finding pairs
+def pairs_from_csv(path) -> list[Pair]:
+    """`s2,s1` rows (header optional; either column may be empty); paths relative to the CSV."""
+    path = os.fspath(path)
+    base = os.path.dirname(os.path.abspath(path))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+    except OSError as e:
+        raise PredictError(f"--pairs {path}: cannot read ({e.strerror})") from None
+    if rows and [c.strip().lower() for c in rows[0]] == ["s2", "s1"]:
+        rows = rows[1:]
+    pairs = []
+    for lineno, row in enumerate(rows, 1):
+        cells = [c.strip() for c in row] + [""] * (2 - len(row))
+        if len(row) > 2 or not any(cells[:2]):
+            raise PredictError(f"--pairs {path}: row {lineno}: expected 's2_folder,s1_folder' (one may be empty), got {row}")
+        s2, s1 = (os.path.join(base, c) if c else None for c in cells[:2])
+        pairs.append(Pair(s2, s1))
+    if not pairs:
+        raise PredictError(f"--pairs {path}: no rows")
+    return pairs
+
+
+def _looks_like(folder: str, prefix: str, marker: str) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            for e in entries:
+                if e.is_dir():
+                    return e.name.startswith(prefix) and marker in e.name
+    except OSError:
+        pass
+    return False
+
+
+def _v1_roots(root: str) -> tuple[str | None, str | None]:
+    standard = os.path.join(root, layout.V1_S2_DIR), os.path.join(root, layout.V1_S1_DIR)
+    if any(os.path.isdir(d) for d in standard):
+        return tuple(d if os.path.isdir(d) else None for d in standard)
+    subdirs = sorted(e.path for e in os.scandir(root) if e.is_dir())
+    s2 = [d for d in subdirs if _looks_like(d, "S2", "_MSIL2A_")]
+    s1 = [d for d in subdirs if _looks_like(d, "S1", "_IW_GRDH_")]
+    if len(s2) > 1 or len(s1) > 1:
+        raise PredictError(f"--root {root}: several S2 or S1 patch collections ({', '.join(s2 + s1)}); "
+                           f"point --root at one archive")
+    return (s2[0] if s2 else None), (s1[0] if s1 else None)
+
+
+def pairs_from_v1(s2_root, s1_root) -> tuple[list[Pair], list[str]]:
+    """Every S2 patch folder with its S1 partner (S1 JSON `corresponding_s2_patch`), and every
+    unclaimed S1 folder alone; (pairs, errors for S1 folders with unusable JSON)."""
+    index, rejected = archive.index_s1(s1_root) if s1_root else ({}, [])
+    errors = [r.message() for r in rejected]
+    s2_names = sorted(e.name for e in os.scandir(s2_root) if e.is_dir()) if s2_root else []
+    pairs = [Pair(os.path.join(s2_root, n), os.path.join(s1_root, index[n]) if n in index else None) for n in s2_names]
+    claimed = set(index[n] for n in s2_names if n in index)
+    pairs += [Pair(None, os.path.join(s1_root, n)) for n in sorted(index.values()) if n not in claimed]
+    return pairs, errors
+
+
+def pairs_from_v2(root, metadata=None) -> list[Pair]:
+    """reBEN pairs from metadata.parquet (and the snow/cloud parquet beside it, whose patches are
+    not in the main one) whose S2 or S1 folder exists under `root` (a partial archive predicts
+    what it has; with no BigEarthNet-S1/ at all, S2 alone)."""
+    import pyarrow.parquet as pq
+
+    metadata = metadata or os.path.join(root, layout.V2_METADATA)
+    if not os.path.exists(metadata):
+        raise PredictError(f"--root {root}: a v2 archive pairs S2 and S1 through metadata.parquet; "
+                           f"none at {metadata} (pass --metadata)")
+    extra = os.path.join(os.path.dirname(metadata), layout.V2_EXTRA_METADATA)
+    s1_of = {}
+    for path in [metadata] + ([extra] if os.path.exists(extra) else []):
+        try:
+            cols = pq.read_table(path, columns=["patch_id", "s1_name"]).to_pydict()
+        except Exception as e:  # pyarrow raises several types for bad files and missing columns
+            raise PredictError(f"{path}: not a BigEarthNet v2 metadata parquet ({str(e).splitlines()[0]})") from None
+        for patch_id, s1_name in zip(cols["patch_id"], cols["s1_name"]):
+            s1_of.setdefault(patch_id, s1_name)
+    has = {m: os.path.isdir(os.path.join(root, d)) for m, d in (("s2", layout.V2_S2_DIR), ("s1", layout.V2_S1_DIR))}
+    pairs = []
+    for patch_id, s1_name in sorted(s1_of.items()):
+        s2_dir, s1_dir = layout.v2_dirs(root, patch_id, s1_name)
+        if os.path.isdir(s2_dir) or os.path.isdir(s1_dir):
+            pairs.append(Pair(s2_dir if has["s2"] else None, s1_dir if has["s1"] else None))
+    return pairs
+
+
+def pairs_from_root(root, metadata=None) -> tuple[list[Pair], list[str]]:
+    """(pairs, errors) of a v1 or v2 archive folder."""
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise PredictError(f"--root {root}: not a directory")
+    if os.path.isdir(os.path.join(root, layout.V2_S2_DIR)) or os.path.isdir(os.path.join(root, layout.V2_S1_DIR)):
+        pairs, errors = pairs_from_v2(root, metadata), []
+    else:
+        s2_root, s1_root = _v1_roots(root)
+        if not s2_root and not s1_root:
+            raise PredictError(f"--root {root}: no BigEarthNet archive found (expected {layout.V1_S2_DIR}/ and "
+                               f"{layout.V1_S1_DIR}/, or {layout.V2_S2_DIR}/ and {layout.V2_S1_DIR}/)")
+        pairs, errors = pairs_from_v1(s2_root, s1_root)
+    if not pairs:
+        raise PredictError(f"--root {root}: no patch folders found")
+    return pairs, errors
+
+
+# ------------------------------------------------------------------------------ the model
+def resolve_model_dir(model_dir) -> str:
+    """A version folder (holding saved_model.pb), or a MODEL_BASE: its highest numeric version."""
+    model_dir = os.fspath(model_dir)
+    if os.path.exists(os.path.join(model_dir, "saved_model.pb")):
+        return model_dir
+    versions = sorted((int(d) for d in os.listdir(model_dir) if d.isdigit()
+                       and os.path.exists(os.path.join(model_dir, d, "saved_model.pb")))) if os.path.isdir(model_dir) else []
+    if not versions:
+        raise PredictError(f"--model {model_dir}: no saved_model.pb there or in a numeric version folder "
+                           f"(export one with python -m tf_fusion.export --run RUN --out {model_dir}/1)")
+    return os.path.join(model_dir, str(versions[-1]))
+
+
+class Model:
+    """An exported model loaded with `tf.saved_model.load`: its `serving_default` signature,
+    class names and serving.json."""
+
+    def __init__(self, model_dir):
+        import tensorflow as tf
+
+        from .export import CLASS_NAMES_FILE, SERVING_FILE
+
+        self.dir = resolve_model_dir(model_dir)
+        self._loaded = tf.saved_model.load(self.dir)  # keeps the variables the signature uses alive
+        if serving.SIGNATURE_RAW not in self._loaded.signatures:
+            raise PredictError(f"{self.dir}: no {serving.SIGNATURE_RAW!r} signature (has {list(self._loaded.signatures)}); "
+                               f"not a tf_fusion.export model")
+        self.signature = self._loaded.signatures[serving.SIGNATURE_RAW]
+        assets = os.path.join(self.dir, "assets")
+        with open(os.path.join(assets, CLASS_NAMES_FILE), encoding="utf-8") as f:
+            self.class_names = [line.rstrip("\n") for line in f if line.strip()]
+        with open(os.path.join(assets, SERVING_FILE), encoding="utf-8") as f:
+            self.config = json.load(f)
+
+    def __call__(self, inputs: dict) -> dict[str, np.ndarray]:
+        """Batch-first raw inputs (checked by `serving.check_inputs`) → output name → array."""
+        x = serving.check_inputs(inputs, serving.SIGNATURE_RAW)
+        return {k: v.numpy() for k, v in self.signature(**x).items()}
+
+
+# ------------------------------------------------------------------------------ running
+def predict_pairs(model: Model, pairs, *, batch_size: int = BATCH_SIZE, ood_threshold: float = 0.5,
+                  progress: bool = True, err=None) -> tuple[list[dict], list[str]]:
+    """(one result row per readable pair, one error line per pair that could not be read)."""
+    from tqdm import tqdm
+
+    err = err or sys.stderr
+    rows, errors = [], []
+    bar = tqdm(total=len(pairs), unit="pair", desc="predict", disable=not progress or len(pairs) <= batch_size,
+               dynamic_ncols=True, mininterval=0.5, file=err)
+
+    def run(batch):
+        if not batch:
+            return
+        inputs = serving.stack_samples([s for _, s in batch])
+        described = serving.describe(model(inputs), model.class_names, inputs, ood_threshold)
+        for (pair, _), row in zip(batch, described):
+            rows.append({"s2_patch": pair.s2_name, "s1_patch": pair.s1_name, **row})
+
+    batch = []
+    for pair in pairs:
+        try:
+            batch.append((pair, serving.read_pair(pair.s2_dir, pair.s1_dir)))
+        except (BadPair, ValueError) as e:
+            errors.append(f"{pair.name}: {e}")
+            bar.write(f"error: {errors[-1]}", file=err)
+        if len(batch) == batch_size:
+            run(batch)
+            batch = []
+        bar.update(1)
+    run(batch)
+    bar.close()
+    return rows, errors
+
+
+def write_results(rows, errors, out, class_names, model_dir) -> None:
+    """`.json`: {"model", "results", "errors"}; `.csv`: one row per pair, one column per class."""
+    out = os.fspath(out)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    if out.endswith(".json"):
+        with open(out, "w", encoding="utf-8") as f:
+            json.dump({"model": model_dir, "class_names": class_names, "results": rows, "errors": errors}, f, indent=1)
+        return
+    fields = ["s2_patch", "s1_patch", "labels", "p_o", "p_s", "entropy", "confidence", "note", *class_names]
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**{k: row[k] for k in fields[:8]}, "labels": "; ".join(row["labels"]),
+                             **row["probabilities"]})
+
+
+def _print_rows(rows) -> None:
+    for row in rows:
+        name = " / ".join(n for n in (row["s2_patch"], row["s1_patch"]) if n)
+        top = sorted(row["probabilities"].items(), key=lambda kv: -kv[1])[:3]
+        print(f"{name}: {', '.join(row['labels']) or '(no class above the threshold)'}")
+        print(f"  p_o {row['p_o']:.3f}  p_s {row['p_s']:.3f}  entropy {row['entropy']:.3f}  confidence "
+              f"{row['confidence']:.3f}  top: {', '.join(f'{c} {p:.2f}' for c, p in top)}")
+        if row["note"]:
+            print(f"  note: {row['note']}")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m tf_fusion.predict", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="an exported model: MODEL_BASE/VERSION, or MODEL_BASE (highest version)")
+    p.add_argument("--s2", help="an S2 patch folder (<dir>/<name>_B02.tif ...)")
+    p.add_argument("--s1", help="an S1 patch folder (<dir>/<name>_VV.tif, _VH.tif)")
+    p.add_argument("--pairs", help="CSV of s2,s1 patch folders (header optional, one column may be empty)")
+    p.add_argument("--root", help="a v1 or v2 BigEarthNet archive folder")
+    p.add_argument("--metadata", help="v2: metadata.parquet (default ROOT/metadata.parquet)")
+    p.add_argument("--out", help="results file, .csv or .json (default: print a summary)")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    p.add_argument("--ood-threshold", type=float, default=0.5, help="p_o or p_s below this is flagged (default 0.5)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    sources = [bool(args.s2 or args.s1), bool(args.pairs), bool(args.root)]
+    if sum(sources) != 1:
+        p.error("give exactly one of --s2/--s1, --pairs, --root")
+    if args.out and not args.out.endswith((".csv", ".json")):
+        p.error(f"--out must end in .csv or .json; got {args.out}")
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be positive; got {args.batch_size}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.pairs:
+            pairs, unpaired = pairs_from_csv(args.pairs), []
+        elif args.root:
+            pairs, unpaired = pairs_from_root(args.root, args.metadata)
+        else:
+            pairs, unpaired = [Pair(args.s2, args.s1)], []
+        for line in unpaired:
+            print(f"error: {line}", file=sys.stderr)
+        model = Model(args.model)
+    except PredictError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rows, failed = predict_pairs(model, pairs, batch_size=args.batch_size, ood_threshold=args.ood_threshold,
+                                 progress=not args.quiet)
+    errors = unpaired + failed
+    if args.out:
+        write_results(rows, errors, args.out, model.class_names, model.dir)
+        print(f"{args.out}: {len(rows)} pairs predicted" + (f", {len(errors)} failed" if errors else ""))
+    else:
+        _print_rows(rows)
+    if errors:
+        print(f"{len(errors)} of {len(pairs) + len(unpaired)} patches failed:", file=sys.stderr)
+        for line in errors:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""`python -m tf_fusion.tune --experiment NAME [--data DIR] [--run-dir DIR] [--tuner random|bayesian|hyperband] [--max-trials N] [--set key=value ...]`.
+
+KerasTuner search in two stages over the experiment's `tuning:` search space: (1) the fusion
+network's pass weights and learning rate, scored on `val` (`tuning.objective`, default
+`val_robust_f1`); (2) the OOD heads' sizes, dropout and augmentation range on the frozen
+encoders of the best stage-1 model, scored by their mean validation AUROC (`val` against
+`ood_val`). Every trial logs to TensorBoard with the HParams plugin (`tensorboard --logdir
+RUN/tuning`); the best values are written as RUN/tuning/best.yaml, an experiment
+`python -m tf_fusion.train --experiment RUN/tuning/best.yaml` trains as is. Run the same command
+again to resume. See docs/tuning.md (search space, objectives, distributed chief/worker mode).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import config as cfg
+from .train import RUNS_DIR
+from .tuning.run import TUNERS, tune
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m tf_fusion.tune",
+                                description="KerasTuner search of an experiment's loss weights and OOD-head sizes "
+                                            "(docs/tuning.md)")
+    p.add_argument("--experiment", required=True, help="a name in experiments/ (demo, smoke, paper, ...) or a YAML path")
+    p.add_argument("--data", help="tfrecords_builder output folder (sets data.dir)")
+    p.add_argument("--run-dir", help=f"run folder; the search lives in RUN/tuning (default {RUNS_DIR}/<experiment name>)")
+    p.add_argument("--tuner", choices=TUNERS, help="sets tuning.tuner (default random)")
+    p.add_argument("--max-trials", type=int, help="sets tuning.max_trials: trials per stage")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set tuning.epochs=5 (repeatable)")
+    return p.parse_args(argv)
+
+
+def overrides_of(args) -> list[str]:
+    """The --set list with --data, --tuner and --max-trials added as the keys they set."""
+    out = list(args.set)
+    if args.data:
+        out.append(f"data.dir={args.data}")
+    if args.tuner:
+        out.append(f"tuning.tuner={args.tuner}")
+    if args.max_trials is not None:
+        out.append(f"tuning.max_trials={args.max_trials}")
+    return out
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from .data import ManifestError
+
+    try:
+        config = cfg.load_experiment(args.experiment, overrides_of(args))
+        tune(config, args.run_dir or os.path.join(RUNS_DIR, config["name"]), args.experiment, log=_print)
+    except (cfg.ConfigError, ManifestError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
