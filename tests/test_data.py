@@ -244,3 +244,16 @@ def test_manifest_errors(built, tmp_path, manifest):
     empty = dict(manifest, subsets={**manifest["subsets"], "snow": {"count": 0, "shards": []}})
     with pytest.raises(data.ManifestError, match="subset 'snow' is empty"):
         data.make_dataset(built, "snow", batch_size=4, manifest=empty)
+
+
+def test_optional_subset_sizes(manifest):
+    """Evaluation skips the scenarios a build lacks instead of failing on them."""
+    from tf_fusion.config import ConfigError
+
+    assert data.subset_size(manifest, "train") == data.subset_count(manifest, "train") > 0
+    without = dict(manifest, subsets={k: v for k, v in manifest["subsets"].items() if k != "snow"})
+    empty = dict(manifest, subsets={**manifest["subsets"], "snow": {"count": 0, "shards": []}})
+    assert data.subset_size(without, "snow") == data.subset_size(empty, "snow") == 0
+    with pytest.raises(data.ManifestError, match="snow"):
+        data.subset_count(empty, "snow")
+    assert issubclass(data.ManifestError, ConfigError)  # every CLI reports it as one line

@@ -230,7 +230,8 @@ def test_wrong_shapes_and_dtypes_are_clear_errors(exported, real):
     x = {k: tf.constant(v.astype(np.float32)) for k, v in raw.items()}
     for bad, message in (({"B05": tf.zeros([6, 120, 120])}, r"input B05: expected shape \[batch, 60, 60\]"),
                          ({"VV": tf.zeros([5, 120, 120])}, "input VV: batch size differs"),
-                         ({"sar_available": tf.fill([6], 3.0)}, r"input sar_available: expected 0 \(missing\) or 1")):
+                         ({"sar_available": tf.fill([6], 3.0)}, r"input sar_available: expected 0 \(missing\) or 1"),
+                         ({"optical_available": tf.fill([6], 0.5)}, r"input optical_available: expected 0 \(missing\) or 1")):
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             signature(**{**x, **bad})
     with pytest.raises((tf.errors.InvalidArgumentError, TypeError, ValueError), match="double|float64"):

@@ -78,13 +78,17 @@ def confidence(p):
 
 
 # ------------------------------------------------------------------------------------ layers
-@keras.saving.register_keras_serializable(package="tf_fusion")
-class ExpectedPrediction(layers.Layer):
-    """``[p_o, p_s, y_fuse, y_opt, y_sar]`` → Eq. 3 (``expected_prediction``), float32 [B, C]."""
+class _Float32Layer(layers.Layer):
+    """A layer computing in float32 whatever the mixed-precision policy (probabilities, scores)."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
+
+
+@keras.saving.register_keras_serializable(package="tf_fusion")
+class ExpectedPrediction(_Float32Layer):
+    """``[p_o, p_s, y_fuse, y_opt, y_sar]`` → Eq. 3 (``expected_prediction``), float32 [B, C]."""
 
     def call(self, inputs):
         return expected_prediction(*inputs)
@@ -93,42 +97,37 @@ class ExpectedPrediction(layers.Layer):
         return input_shapes[2]
 
 
+class _PerSampleScore(_Float32Layer):
+    """[B, C] class probabilities → [B] float32 score ``_score(p)``."""
+
+    _score = None
+
+    def call(self, p):
+        return type(self)._score(p)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[:-1]
+
+
 @keras.saving.register_keras_serializable(package="tf_fusion")
-class BernoulliEntropy(layers.Layer):
+class BernoulliEntropy(_PerSampleScore):
     """[B, C] class probabilities → [B] average binary entropy in bits (float32)."""
 
-    def __init__(self, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-
-    def call(self, p):
-        return bernoulli_entropy(p)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape[:-1]
+    _score = staticmethod(bernoulli_entropy)
 
 
 @keras.saving.register_keras_serializable(package="tf_fusion")
-class Confidence(layers.Layer):
+class Confidence(_PerSampleScore):
     """[B, C] class probabilities → [B] average max(p, 1 − p) (float32)."""
 
-    def __init__(self, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-
-    def call(self, p):
-        return confidence(p)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape[:-1]
+    _score = staticmethod(confidence)
 
 
 @keras.saving.register_keras_serializable(package="tf_fusion")
-class ConstantGate(layers.Layer):
+class ConstantGate(_Float32Layer):
     """Any [B, ...] tensor → a float32 [B, 1] column filled with ``value`` (a constant λ)."""
 
     def __init__(self, value: float, **kwargs):
-        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.value = float(value)
 

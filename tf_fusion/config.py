@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import sys
 
 import yaml
 
@@ -113,7 +114,18 @@ _MISSING = object()
 
 
 class ConfigError(ValueError):
-    """An unknown experiment, key or value; the message names it."""
+    """An unknown experiment, key or value, or an unusable run or data folder; the message names it."""
+
+
+def run_cli(action, *more_errors) -> int:
+    """Exit status of a command-line entry point running ``action()``: 0, or 2 after one
+    ``error: ...`` line on stderr for a ConfigError (or one of ``more_errors``), never a traceback."""
+    try:
+        action()
+    except (ConfigError, *more_errors) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def experiment_path(name: str) -> str:

@@ -30,18 +30,19 @@ import tensorflow as tf
 
 from tfrecords_builder import nomenclature
 
+from . import config as cfg
+
 S2_BANDS = nomenclature.S2_BANDS  # channel order of inputs["s2"]
-S1_BANDS = ("VV", "VH")  # channel order of inputs["s1"]
+S1_BANDS = nomenclature.S1_BANDS  # channel order of inputs["s1"]
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 NATIVE_SIZE = 120
 RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "area")
 _PARTITION_KEYS = ("in_distribution", "ood_train", "ood_test")
-_TF_DTYPES = {"uint16": tf.uint16, "float32": tf.float32}
 _COMPRESSION = {None: "", "": "", "gzip": "GZIP", "GZIP": "GZIP"}
 
 
-class ManifestError(ValueError):
+class ManifestError(cfg.ConfigError):
     """The data folder's manifest is missing, of another schema, or does not match the request."""
 
 
@@ -92,8 +93,14 @@ def in_distribution_classes(manifest) -> list[str]:
 
 
 def subset_count(manifest, subset) -> int:
-    """Records in `subset` (a name or a list of names) — e.g. for steps per epoch."""
+    """Records in `subset` (a name or a list of names) — e.g. for steps per epoch; ManifestError
+    when one is missing or empty."""
     return sum(s["count"] for s in _subset_entries(manifest, subset, "manifest"))
+
+
+def subset_size(manifest, subset: str) -> int:
+    """Records in `subset`, 0 when the build has none (an optional subset such as `snow`)."""
+    return int(manifest["subsets"].get(subset, {}).get("count") or 0)
 
 
 def _subset_entries(manifest, subset, where) -> list[dict]:
@@ -220,7 +227,7 @@ def make_parse_fn(manifest, *, image_size=NATIVE_SIZE, resize_method="bilinear",
     if include_names:
         spec["s2_name"] = tf.io.FixedLenFeature([], tf.string)
     shapes = {b: _band_shape(manifest, b) for b in S2_BANDS + S1_BANDS}
-    dtypes = {b: _TF_DTYPES[manifest["bands"][b]["dtype"]] for b in S2_BANDS + S1_BANDS}
+    dtypes = {b: tf.as_dtype(manifest["bands"][b]["dtype"]) for b in S2_BANDS + S1_BANDS}
 
     def parse(serialized):
         parsed = tf.io.parse_example(serialized, spec)

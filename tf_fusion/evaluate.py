@@ -51,23 +51,6 @@ def shift_inputs(inputs: dict, kind, std: float, seed):
     return {**inputs, key: shifted}
 
 
-def load_run(run_dir: str):
-    """(config, summary, model) of a finished training run."""
-    import keras
-
-    from . import model as _registered  # noqa: F401  (registers the model classes for loading)
-
-    with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as f:
-        config = cfg.yaml.safe_load(f)
-    path = os.path.join(run_dir, "summary.json")
-    if not os.path.exists(path):
-        raise cfg.ConfigError(f"{run_dir}: no summary.json; train it first (python -m tf_fusion.train ...)")
-    with open(path, encoding="utf-8") as f:
-        summary = json.load(f)
-    model = keras.saving.load_model(os.path.join(run_dir, summary["best_model"]))
-    return config, summary, model
-
-
 def predict_scenarios(run_dir: str, baseline_dir=None, log=print):
     """Per scenario: labels and each method's probabilities, plus the detectors' p_o and p_s."""
     import tensorflow as tf
@@ -75,7 +58,7 @@ def predict_scenarios(run_dir: str, baseline_dir=None, log=print):
     from . import data as tfdata
     from .adaptive import build_adaptive_model
     from .model import gate_inputs
-    from .ood import train_ood_heads
+    from .ood import load_run, train_ood_heads
 
     config, summary, fusion = load_run(run_dir)
     data_dir = summary["data_dir"]
@@ -86,13 +69,15 @@ def predict_scenarios(run_dir: str, baseline_dir=None, log=print):
                             resize_method=d["resize_method"], augment=d["augment"], deterministic=d["deterministic"])
     adaptive = build_adaptive_model(fusion, heads["head_opt"], heads["head_sar"])
     baseline = load_run(baseline_dir)[2] if baseline_dir else None
-    ev, d = config["evaluation"], config["data"]
-    predict = tf.function(lambda x: adaptive(x, training=False))
-    predict_base = tf.function(lambda x: baseline(x, training=False)["probabilities"]) if baseline else None
+    ev = config["evaluation"]
+    # reduce_retracing: the last batch of each subset has its own size; trace once for any size
+    predict = tf.function(lambda x: adaptive(x, training=False), reduce_retracing=True)
+    predict_base = (tf.function(lambda x: baseline(x, training=False)["probabilities"], reduce_retracing=True)
+                    if baseline else None)
 
     out = {}
     for scenario, (subset, kind) in SCENARIOS.items():
-        if tfdata.subset_count(manifest, subset) == 0:
+        if tfdata.subset_size(manifest, subset) == 0:
             log(f"  {scenario}: subset {subset!r} is empty in this build; skipped")
             continue
         ds = tfdata.make_dataset(data_dir, subset, batch_size=ev["batch_size"], training=False, deterministic=True,
@@ -177,12 +162,7 @@ def main(argv=None) -> int:
     p.add_argument("--baseline-run", help="run folder of the baseline (fused-pass-only or early fusion)")
     p.add_argument("--seeds", nargs="*", default=[], metavar="RUN_DIR", help="runs of the same experiment with other seeds")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        evaluate(args.run, args.baseline_run, args.seeds)
-    except (cfg.ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return cfg.run_cli(lambda: evaluate(args.run, args.baseline_run, args.seeds), FileNotFoundError)
 
 
 if __name__ == "__main__":

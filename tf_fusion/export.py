@@ -18,7 +18,7 @@ with three named signatures over one graph:
 Outputs: `probabilities` (Eq. 3), `labels` (int32 multi-hot, p > the run's evaluation.threshold),
 `p_optical_in_distribution`, `p_sar_in_distribution`, `entropy` (bits), `confidence`,
 `probabilities_non_adaptive` (λ = (1, 1)). Inputs of the wrong shape, a batch size that differs
-between inputs, or flags outside [0, 1] fail with an InvalidArgument error naming the input.
+between inputs, or flags other than 0 and 1 fail with an InvalidArgument error naming the input.
 `assets/class_names.txt` lists the classes in output order; with `tensorflow-serving-api`
 installed, `assets.extra/tf_serving_warmup_requests` holds one request per signature.
 The version folder is written beside its final name and renamed into place, so a server
@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 
 import numpy as np
@@ -67,7 +66,7 @@ def _signature_specs() -> dict:
 
 def _checked(inputs: dict, shapes: dict) -> dict:
     """`inputs` with their non-batch shapes asserted (message naming the input), their batch sizes
-    asserted equal, flags asserted in [0, 1]; static shapes restored for the model."""
+    asserted equal, flags asserted 0 or 1; static shapes restored for the model."""
     import tensorflow as tf
 
     first = next(iter(shapes))
@@ -82,7 +81,7 @@ def _checked(inputs: dict, shapes: dict) -> dict:
             checks.append(tf.debugging.assert_equal(tf.shape(x)[1:], tf.constant(shape, tf.int32),
                                                     message=f"input {key}: expected shape [{want}]"))
         else:
-            checks.append(tf.debugging.assert_equal(tf.logical_and(x >= 0, x <= 1), True,
+            checks.append(tf.debugging.assert_equal(tf.logical_or(x == 0, x == 1), True,
                                                     message=f"input {key}: expected 0 (missing) or 1 (present)"))
         with tf.control_dependencies(checks):
             out[key] = tf.ensure_shape(tf.identity(x), [None, *shape])
@@ -283,14 +282,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="MODEL_BASE/VERSION, e.g. models/fusion/1 (default RUN/export/1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
     args = p.parse_args(argv)
-    from .data import ManifestError
-
-    try:
-        export_run(args.run, args.out, overwrite=args.overwrite)
-    except (cfg.ConfigError, ManifestError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return cfg.run_cli(lambda: export_run(args.run, args.out, overwrite=args.overwrite))
 
 
 if __name__ == "__main__":

@@ -28,9 +28,6 @@ from .metrics import SamplesFBeta
 INPUT_KEYS = ("s2", "s1", "lambda_opt", "lambda_sar")
 # (name, λ_opt, λ_sar) of the three passes of Eq. 2, in the order of ``pass_weights``.
 PASSES = (("fuse", 1.0, 1.0), ("opt", 1.0, 0.0), ("sar", 0.0, 1.0))
-_BCE_EPSILON = 1e-7  # keras.backend.epsilon(): the clipping Keras' probability-space BCE applies
-
-
 @keras.saving.register_keras_serializable(package="tf_fusion")
 class Squash(layers.Layer):
     """Eq. 1's squashing σ(z) = 2·(sigmoid(z) − 0.5), mapping each feature into (−1, 1).
@@ -89,11 +86,9 @@ def gate_inputs(inputs: dict, lambda_opt, lambda_sar) -> dict:
 
 
 def per_sample_bce(y_true, y_prob):
-    """Binary cross-entropy of probabilities, mean over classes → [B] (Keras' clipping, float32)."""
-    y_prob = ops.clip(ops.cast(y_prob, "float32"), _BCE_EPSILON, 1.0 - _BCE_EPSILON)
-    y_true = ops.cast(y_true, "float32")
-    bce = -(y_true * ops.log(y_prob) + (1.0 - y_true) * ops.log(1.0 - y_prob))
-    return ops.mean(bce, axis=-1)
+    """Binary cross-entropy of probabilities, mean over classes → [B], in float32 whatever the
+    policy (Keras' own, so its clipping; the Eq. 2 passes weight and reduce it themselves)."""
+    return keras.losses.binary_crossentropy(ops.cast(y_true, "float32"), ops.cast(y_prob, "float32"))
 
 
 def _f_metrics(prefix: str) -> list[keras.metrics.Metric]:
@@ -117,11 +112,6 @@ def _build_metrics(metrics, num_classes: int):
 
 def _sample_weight_vector(sample_weight):
     return None if sample_weight is None else ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-
-
-def _average_loss(per_sample, sample_weight):
-    """Per-replica share of the global-batch mean (sums to the global mean across replicas)."""
-    return tf.nn.compute_average_loss(per_sample, sample_weight=sample_weight)
 
 
 def _regularization(model) -> tf.Tensor | None:
@@ -170,6 +160,11 @@ class _ConfiguredModel(keras.Model):
     """get_config/from_config from the constructor arguments listed in `_config_args`."""
 
     _config_args: tuple = ()
+
+    def _keep_config(self, arguments: dict) -> None:
+        """Keep the constructor arguments named in `_config_args` (pass ``locals()``)."""
+        for key in self._config_args:
+            setattr(self, key, arguments[key])
 
     def get_config(self):
         config = {"name": self.name, "trainable": self.trainable}
@@ -226,15 +221,7 @@ class FusionModel(_ConfiguredModel):
         super().__init__(inputs=inputs,
                          outputs={"probabilities": probs, "embedding_opt": z_opt, "embedding_sar": z_sar},
                          **kwargs)
-        # === Config ===
-        self.backbone = backbone
-        self.num_classes = num_classes
-        self.image_size = image_size
-        self.s2_channels = s2_channels
-        self.s1_channels = s1_channels
-        self.dropout = dropout
-        self.pass_weights = pass_weights
-        self.synchronized_bn = synchronized_bn
+        self._keep_config(locals())
         self.encoder_opt = encoder_opt
         self.encoder_sar = encoder_sar
         self.fusion_head = fusion_head
@@ -294,7 +281,7 @@ class FusionModel(_ConfiguredModel):
         per_sample = {name: per_sample_bce(y, p) for (name, _, _, _), p in zip(passes, probs)}
         total = tf.add_n([w * per_sample[name] for name, w, _, _ in passes])
         sample_weight = _sample_weight_vector(sample_weight)
-        loss = _average_loss(total, sample_weight)
+        loss = tf.nn.compute_average_loss(total, sample_weight=sample_weight)
         reg = _regularization(self)
         if reg is not None:
             loss = loss + tf.nn.scale_regularization_loss(reg)
@@ -371,13 +358,7 @@ class EarlyFusionModel(_ConfiguredModel):
         x = layers.Dense(num_classes, name="logits")(x)
         probs = layers.Activation("sigmoid", dtype="float32", name="probabilities")(x)
         super().__init__(inputs=inputs, outputs={"probabilities": probs}, **kwargs)
-        self.backbone = backbone
-        self.num_classes = num_classes
-        self.image_size = image_size
-        self.s2_channels = s2_channels
-        self.s1_channels = s1_channels
-        self.dropout = dropout
-        self.synchronized_bn = synchronized_bn
+        self._keep_config(locals())
         self.encoder = encoder
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.val_metrics = _f_metrics("")
@@ -393,7 +374,7 @@ class EarlyFusionModel(_ConfiguredModel):
         sw = _sample_weight_vector(sample_weight)
         with tf.GradientTape() as tape:
             per_sample = per_sample_bce(y, self._forward(x, training=True))
-            loss = _average_loss(per_sample, sw)
+            loss = tf.nn.compute_average_loss(per_sample, sample_weight=sw)
             reg = _regularization(self)
             if reg is not None:
                 loss = loss + tf.nn.scale_regularization_loss(reg)

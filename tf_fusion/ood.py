@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import warnings
 
 import keras
@@ -76,10 +75,6 @@ def balance_weights(n_in: int, n_out: int, balance: bool = True) -> tuple[float,
 
 
 # ------------------------------------------------------------------------------ datasets
-def _count(manifest, subset) -> int:
-    return int(manifest["subsets"].get(subset, {}).get("count") or 0)
-
-
 def shift_backscatter(x, gain_db, std):
     """Normalised SAR input ``x`` [B, H, W, C] (dB) → the normalised image of the backscatter
     scaled by ``gain_db`` decibels, i.e. ``x + gain_db / std`` (``gain_db``: [B] or a scalar;
@@ -136,7 +131,7 @@ def ood_datasets(data_dir, manifest, modality: str, ood_cfg: dict, *, image_size
     inputs intensity-augmented (``intensity_augmentation``); val: `val` (1) then `ood_val` (0), unweighted, no augmentation.
     """
     key, seed, batch = _INPUT_KEY[modality], int(ood_cfg["seed"]), int(ood_cfg["batch_size"])
-    n_in, n_out = _count(manifest, "train"), _count(manifest, "ood_train")
+    n_in, n_out = tfdata.subset_size(manifest, "train"), tfdata.subset_size(manifest, "ood_train")
     if not n_in or not n_out:
         raise tfdata.ManifestError(f"{data_dir}: OOD heads need non-empty train and ood_train subsets "
                                    f"(have {n_in} and {n_out} records)")
@@ -154,7 +149,7 @@ def ood_datasets(data_dir, manifest, modality: str, ood_cfg: dict, *, image_size
     steps = -(-(n_in + n_out) // batch)
     train = train.batch(batch).apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
 
-    v_in, v_out = _count(manifest, "val"), _count(manifest, "ood_val")
+    v_in, v_out = tfdata.subset_size(manifest, "val"), tfdata.subset_size(manifest, "ood_val")
     if not v_in or not v_out:
         message = (f"OOD head {modality}: no validation (val has {v_in}, ood_val {v_out} records); "
                    f"the validation AUROC is not available")
@@ -232,8 +227,9 @@ def train_ood_head(fusion, modality: str, data_dir, manifest, ood_cfg: dict, run
     builds its trial's heads in ``HyperModel.build``."""
     encoder = getattr(fusion, _ENCODER[modality])
     name = HEAD_NAMES[modality]
-    keras.utils.set_random_seed(int(ood_cfg["seed"]))
-    head = head if head is not None else new_ood_head(fusion, modality, ood_cfg)
+    if head is None:  # a given head comes with its caller's seeding (the tuner's per execution)
+        keras.utils.set_random_seed(int(ood_cfg["seed"]))
+        head = new_ood_head(fusion, modality, ood_cfg)
     train, val = ood_datasets(data_dir, manifest, modality, ood_cfg, log=log, **data_kwargs)
     epochs = int(ood_cfg["epochs"])
 
@@ -286,7 +282,7 @@ def train_ood_heads(fusion, data_dir, manifest, ood_cfg: dict, run_dir, log=prin
             out[auroc_key] = _nan_if_none(state[auroc_key])
             continue
         log(f"training OOD head {HEAD_NAMES[modality]} ({modality}) on the frozen {_ENCODER[modality]}: "
-            f"{_count(manifest, 'train')} in-distribution vs {_count(manifest, 'ood_train')} OOD patches, "
+            f"{tfdata.subset_size(manifest, 'train')} in-distribution vs {tfdata.subset_size(manifest, 'ood_train')} OOD patches, "
             f"{ood_cfg['epochs']} epochs")
         head, auroc = train_ood_head(fusion, modality, data_dir, manifest, ood_cfg, run_dir, log, **data_kwargs)
         out[head_key], out[auroc_key] = head, auroc
@@ -346,13 +342,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m tf_fusion.ood", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="a finished training run folder (python -m tf_fusion.train)")
     args = p.parse_args(argv)
-    try:
+    def run():
         result = train_for_run(args.run)
-    except (cfg.ConfigError, tfdata.ManifestError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"val AUROC optical {result['val_auroc_optical']:.4f}, sar {result['val_auroc_sar']:.4f}")
-    return 0
+        print(f"val AUROC optical {result['val_auroc_optical']:.4f}, sar {result['val_auroc_sar']:.4f}")
+
+    return cfg.run_cli(run)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ import numpy as np
 from tfrecords_builder import archive, layout
 
 from . import serving
-from .serving import BadPair
 
 BATCH_SIZE = 32
 
@@ -177,12 +176,12 @@ def resolve_model_dir(model_dir) -> str:
 
 class Model:
     """An exported model loaded with `tf.saved_model.load`: its `serving_default` signature,
-    class names and serving.json."""
+    class names."""
 
     def __init__(self, model_dir):
         import tensorflow as tf
 
-        from .export import CLASS_NAMES_FILE, SERVING_FILE
+        from .export import CLASS_NAMES_FILE
 
         self.dir = resolve_model_dir(model_dir)
         self._loaded = tf.saved_model.load(self.dir)  # keeps the variables the signature uses alive
@@ -193,8 +192,6 @@ class Model:
         assets = os.path.join(self.dir, "assets")
         with open(os.path.join(assets, CLASS_NAMES_FILE), encoding="utf-8") as f:
             self.class_names = [line.rstrip("\n") for line in f if line.strip()]
-        with open(os.path.join(assets, SERVING_FILE), encoding="utf-8") as f:
-            self.config = json.load(f)
 
     def __call__(self, inputs: dict) -> dict[str, np.ndarray]:
         """Batch-first raw inputs (checked by `serving.check_inputs`) → output name → array."""
@@ -225,7 +222,7 @@ def predict_pairs(model: Model, pairs, *, batch_size: int = BATCH_SIZE, ood_thre
     for pair in pairs:
         try:
             batch.append((pair, serving.read_pair(pair.s2_dir, pair.s1_dir)))
-        except (BadPair, ValueError) as e:
+        except ValueError as e:  # serving.BadPair included
             errors.append(f"{pair.name}: {e}")
             bar.write(f"error: {errors[-1]}", file=err)
         if len(batch) == batch_size:

@@ -202,10 +202,11 @@ def parse_rest_response(body) -> dict[str, np.ndarray]:
 
 
 def rest_predict(server: str, model_name: str, inputs, format: str = "inputs", version=None,
-                 signature: str = SIGNATURE_RAW, timeout: float = 60.0) -> dict[str, np.ndarray]:
-    """POST a REST `:predict` request and parse the answer (ServingError on HTTP or server errors)."""
+                 signature: str = SIGNATURE_RAW, timeout: float = 60.0, image_size: int = 120) -> dict[str, np.ndarray]:
+    """POST a REST `:predict` request and parse the answer (ServingError on HTTP or server errors);
+    `image_size`: the S of a model exported at another size (the `preprocessed` signature)."""
     url = rest_url(server, model_name, version)
-    data = json.dumps(rest_payload(inputs, format, signature)).encode()
+    data = json.dumps(rest_payload(inputs, format, signature, image_size=image_size)).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

@@ -12,7 +12,6 @@ import csv
 import json
 import math
 import os
-import sys
 import time
 
 from . import config as cfg
@@ -226,13 +225,12 @@ def train_and_evaluate(config: dict, run_dir: str, overrides=(), log=print) -> N
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
+
+    def run():
         config, run_dir = resolve(args)
         train_and_evaluate(config, run_dir, list(args.set) + ([f"data.dir={args.data}"] if args.data else []))
-    except cfg.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return cfg.run_cli(run)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from . import config as cfg
 from .train import RUNS_DIR
@@ -52,15 +51,12 @@ def _print(message: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from .data import ManifestError
 
-    try:
+    def run():
         config = cfg.load_experiment(args.experiment, overrides_of(args))
         tune(config, args.run_dir or os.path.join(RUNS_DIR, config["name"]), args.experiment, log=_print)
-    except (cfg.ConfigError, ManifestError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return cfg.run_cli(run)
 
 
 if __name__ == "__main__":

@@ -180,11 +180,11 @@ def check(config: dict) -> None:
             raise ConfigError(f"tuning.ood: {lo_key} can reach {lo[1]!r} but {hi_key} can be as low as "
                               f"{hi[0]!r}; every {lo_key} must be <= every {hi_key}")
     hidden = config["ood"]["hidden"] or []
-    searched = [k for k in ("hidden_1", "hidden_2") if _kind(tuning["ood"][k])]
-    if searched and len(hidden) > 2:
-        raise ConfigError(f"tuning.ood.{searched[0]}: hidden_1/hidden_2 size two-layer heads, the experiment's "
+    sized = [k for k in ("hidden_1", "hidden_2") if searched(config, "ood", k)]
+    if sized and len(hidden) > 2:
+        raise ConfigError(f"tuning.ood.{sized[0]}: hidden_1/hidden_2 size two-layer heads, the experiment's "
                           f"ood.hidden has {len(hidden)} layers ({hidden!r})")
-    if searched and _span(config, "ood", "hidden_1") is None:
+    if sized and _span(config, "ood", "hidden_1") is None:
         raise ConfigError(f"tuning.ood.hidden_1: not searched and the experiment's ood.hidden is {hidden!r}")
 
 
