@@ -5,10 +5,13 @@ Real-data tests skip when ../shared/bigearthnet is absent, unless REQUIRE_SHARED
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
 import tarfile
+from types import SimpleNamespace
 
 import pytest
 
@@ -42,8 +45,24 @@ def real_examples(tmp_path_factory):
     return str(s2_root), str(s1_root), sorted(os.listdir(s2_root)), pairs
 
 
-def run_cli(*args, check=True, **kwargs) -> subprocess.CompletedProcess:
-    """`python -m tfrecords_builder ARGS` in a fresh process, as a user would run it."""
+def run_cli(*args, check=True) -> SimpleNamespace:
+    """`python -m tfrecords_builder ARGS` run in this process (`cli.main`): returncode, stdout, stderr."""
+    from tfrecords_builder import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main([str(a) for a in args])
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code
+    proc = SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def cli_process(*args, check=True, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m tfrecords_builder ARGS` in a fresh process, as a user would run it (slow tests)."""
     proc = subprocess.run([sys.executable, "-m", "tfrecords_builder", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, **kwargs)
     if check and proc.returncode != 0:
@@ -86,12 +105,8 @@ def synth_v2(tmp_path_factory):
     return write_archive(str(out), "v2", 80, seed=4)
 
 
-def v1_flags(info: dict, **override) -> list[str]:
-    """build/plan flags of a synthetic archive; override {"--flag": value or None}."""
-    from tfrecords_builder.synth import _FLAGS, builder_flags
+def source_flags(info, **override) -> list[str]:
+    """build/plan flags of a synthetic archive; override Source fields, e.g. train=PATH, root=None."""
+    import dataclasses
 
-    keys = {flag: key for key, flag in _FLAGS.items()}
-    return builder_flags(info, **{keys[flag]: value for flag, value in override.items()})
-
-
-v2_flags = v1_flags
+    return dataclasses.replace(info.source(), **override).flags()

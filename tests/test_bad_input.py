@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from conftest import run_cli, v1_flags
+from conftest import run_cli, source_flags
 from tfrecords_builder import iter_records, load_manifest
+from tfrecords_builder.synth import read_archive_info
 
 
 @pytest.fixture
@@ -17,8 +18,7 @@ def archive(synth_v1, tmp_path):
     """A private copy of the synthetic v1 archive and one clean train pair in it to break."""
     root = tmp_path / "archive"
     shutil.copytree(os.path.dirname(synth_v1["s2_root"]), root)
-    info = {k: (v.replace(os.path.dirname(synth_v1["s2_root"]), str(root)) if isinstance(v, str) else v)
-            for k, v in synth_v1.items()}
+    info = read_archive_info(root)
     victim = next(p for p in synth_v1["pairs"] if p["kind"] == "clean" and p["split"] == "train")
     return info, victim
 
@@ -118,7 +118,7 @@ def test_bad_pair_stops_with_one_line_or_is_set_aside(archive, tmp_path, reason)
     CASES[reason](info, victim)
     reason = reason.strip()
     out = tmp_path / "out"
-    proc = run_cli("build", *v1_flags(info), "--out", out, check=False)
+    proc = run_cli("build", *source_flags(info), "--out", out, check=False)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]  # besides the progress bar
     assert len(lines) == 1 and proc.stderr.rstrip().endswith(lines[0]), proc.stderr
@@ -126,7 +126,7 @@ def test_bad_pair_stops_with_one_line_or_is_set_aside(archive, tmp_path, reason)
     assert not os.path.exists(out / "manifest.json")
 
     out = tmp_path / "skip"
-    run_cli("build", *v1_flags(info), "--out", out, "--skip-bad")
+    run_cli("build", *source_flags(info), "--out", out, "--skip-bad")
     manifest = load_manifest(out)
     assert manifest["rejected"]["count"] == 1 and manifest["rejected"]["by_reason"] == {reason: 1}
     with open(out / "rejected.csv") as f:
@@ -142,10 +142,10 @@ def test_name_in_list_not_in_archive(archive, tmp_path):
     info, _ = archive
     with open(info["val"], "a", newline="") as f:
         f.write("S2A_MSIL2A_20170101T101010_1_2\r\n")
-    proc = run_cli("build", *v1_flags(info), "--out", tmp_path / "out", check=False)
+    proc = run_cli("build", *source_flags(info), "--out", tmp_path / "out", check=False)
     assert proc.returncode == 2
     assert "S2A_MSIL2A_20170101T101010_1_2 (val): not in the archive" in proc.stderr
-    plan = json.loads(run_cli("plan", *v1_flags(info), "--json").stdout)
+    plan = json.loads(run_cli("plan", *source_flags(info), "--json").stdout)
     assert plan["rejected"] == {"not in the archive": 1}
 
 
@@ -153,8 +153,8 @@ def test_empty_result(archive, tmp_path):
     info, _ = archive
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    flags = v1_flags(info, **{"--train": str(empty), "--val": str(empty), "--test": str(empty),
-                              "--cloudy-list": None, "--snow-list": None, "--very-cloudy-list": None})
+    flags = source_flags(info, train=str(empty), val=str(empty), test=str(empty),
+                         cloudy_list=None, snow_list=None, very_cloudy_list=None)
     proc = run_cli("build", *flags, "--out", tmp_path / "out", check=False)
     assert proc.returncode == 2 and proc.stderr.strip() == (
         "error: empty result: no pair is left in any subset (check the lists, partition and --skip-bad reasons)")
@@ -164,7 +164,7 @@ def test_malformed_list_and_missing_flags(archive, tmp_path):
     info, _ = archive
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b,c\n")
-    proc = run_cli("plan", *v1_flags(info, **{"--test": str(bad)}), check=False)
+    proc = run_cli("plan", *source_flags(info, test=str(bad)), check=False)
     assert proc.returncode == 2 and f"{bad}:1: expected 'S2name' or 'S2name,S1name'" in proc.stderr
     proc = run_cli("plan", "--s2-root", info["s2_root"], check=False)
     assert proc.returncode == 2 and "needs --s1-root --train --val --test" in proc.stderr

@@ -4,7 +4,8 @@ import json
 import pytest
 
 from conftest import shared_path
-from tfrecords_builder.nomenclature import CLASS_NAMES, CORINE_43_TO_19, Partition, labels_from_43, parse_index_set
+from tfrecords_builder.nomenclature import (CLASS_NAMES, CORINE_43_TO_19, DEFAULT_PARTITION, Partition, format_index_set,
+                                         labels_from_43, parse_index_set)
 
 
 def test_conversion_matches_seed_authors_label_indices():
@@ -37,3 +38,29 @@ def test_partition_groups_and_errors():
         Partition.parse("2-13", "3", "14-18")
     custom = Partition.parse("2-12", "0,1", "14-18")
     assert custom.group_of((13,)) == "label_outside_partition"
+
+
+def test_default_partition_is_the_seed_papers_and_round_trips_through_text_and_json():
+    # the seed paper's partition as ../shared/bigearthnet/README.md states it
+    paper = {"in_distribution": list(range(2, 14)), "ood_train": [0, 1], "ood_test": [14, 15, 16, 17, 18]}
+    assert DEFAULT_PARTITION.to_json() == paper and Partition.from_json(paper) == DEFAULT_PARTITION
+    assert [format_index_set(paper[k]) for k in paper] == ["2-13", "0,1", "14-18"]
+    for text in ("14-16,18", "0,2,4", "3", "0-18"):
+        assert format_index_set(parse_index_set(text)) == text
+    assert format_index_set([5, 3, 4, 4]) == "3-5"
+
+
+@pytest.mark.parametrize("bad, needle", [
+    ({"in_distribution": [2, 99], "ood_train": [0, 1], "ood_test": [14]}, "class indices 0-18"),
+    ({"in_distribution": [2, True], "ood_train": [0, 1], "ood_test": [14]}, "class indices 0-18"),
+    ({"in_distribution": "2-13", "ood_train": [0, 1], "ood_test": [14]}, "class indices 0-18"),
+    ({"in_distribution": [2, 3], "ood_train": [0, 1]}, "exactly the keys"),
+    ({"in_distribution": [2], "ood_train": [0], "ood_test": [14], "extra": [5]}, "exactly the keys"),
+    ({"in_distribution": [2, 3], "ood_train": [3], "ood_test": [14]}, "class 3 is in both"),
+    ({"in_distribution": [], "ood_train": [0], "ood_test": [14]}, "is empty"),
+    ([2, 3], "exactly the keys"),
+])
+def test_partition_from_json_refuses_with_the_input_echoed(bad, needle):
+    with pytest.raises(ValueError) as e:
+        Partition.from_json(bad)
+    assert needle in str(e.value) and repr(bad) in str(e.value) and "\n" not in str(e.value)

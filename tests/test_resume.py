@@ -7,7 +7,9 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO, run_cli, v1_flags
+import pytest
+
+from conftest import REPO, run_cli, source_flags
 from tfrecords_builder import load_manifest
 
 
@@ -31,8 +33,9 @@ def _kill_when(cmd, out, ready, timeout=60):
     return False
 
 
+@pytest.mark.slow
 def test_resume_after_kill_is_byte_identical(synth_v1, tmp_path):
-    flags = [*v1_flags(synth_v1), "--shard-size-mb", "1", "--quiet"]
+    flags = [*source_flags(synth_v1), "--shard-size-mb", "1", "--quiet"]
     ref = tmp_path / "ref"
     run_cli("build", *flags, "--out", ref)
     ref_digest, ref_manifest = _digest(ref)

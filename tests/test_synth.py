@@ -14,8 +14,10 @@ import pytest
 import rasterio
 
 from tfrecords_builder import layout as L
-from tfrecords_builder import synth
-from tfrecords_builder.nomenclature import BAND_DTYPE, BAND_SIZE, CLASS_NAMES, S1_BANDS, labels_from_43
+from tfrecords_builder import load_manifest, synth
+from tfrecords_builder.nomenclature import Partition
+from tfrecords_builder.synth import writer
+from tfrecords_builder.nomenclature import BAND_DTYPE, BAND_SIZE, CLASS_NAMES, CORINE_43_TO_19, S1_BANDS, labels_from_43
 
 PAIRS = 40
 SEED = 7
@@ -98,7 +100,8 @@ def test_kinds_and_summary(v1, v2):
         kinds = [p["kind"] for p in info["pairs"]]
         assert len(kinds) == PAIRS
         assert kinds.count("clean") >= PAIRS / 2
-        expected = set(synth.KINDS) - ({"no_label"} if info["layout"] == "v2" else set())
+        kinds_written = {"clean", "ood_train", "ood_test", "mixed", "no_label", "cloudy", "very_cloudy", "snow"}
+        expected = kinds_written - ({"no_label"} if info["layout"] == "v2" else set())
         assert set(kinds) == expected
         with open(os.path.join(_root(info), "synth.json")) as f:
             saved = json.load(f)
@@ -276,7 +279,7 @@ def _means(info, pairs, band):
 
 def test_physically_plausible(v1):
     pairs = v1["pairs"]
-    dropped = {n for n, c in synth.CORINE_43_TO_19.items() if c is None}
+    dropped = {n for n, c in CORINE_43_TO_19.items() if c is None}
     pure = [p for p in pairs if not dropped & set(p["labels_43"])]  # no unlabelled cover in view
     clean = [p for p in pairs if p["kind"] == "clean"]
     vegetation = [p for p in clean if p in pure]
@@ -321,17 +324,44 @@ def test_physically_plausible(v1):
         assert vv.std() / vv.mean() > b08.std() / b08.mean(), p
 
 
-def test_cached_build_of_an_older_generator_is_rewritten(tmp_path, monkeypatch):
-    """A cache written before the pixels changed must not be reused silently."""
-    root = tmp_path / "cache"
-    out = synth.ensure_build(str(root), "v1", 24, 0, workers=1, progress=False, log=lambda *_: None)
-    info = json.loads((root / "archive" / "synth.json").read_text())
-    assert info["generator"] == synth.GENERATOR_VERSION
-    assert synth.ensure_build(str(root), "v1", 24, 0, workers=1, progress=False, log=lambda *_: None) == out
-    monkeypatch.setattr(synth, "GENERATOR_VERSION", synth.GENERATOR_VERSION + 1)
+def test_cached_build_named_reused_resumed_and_rewritten_for_another_generator(tmp_path, monkeypatch):
+    """The cache folder is named by its settings; a finished build is reused, a cut one resumed,
+    and an archive of another generator version is never reused silently."""
+    cache = tmp_path / "cache"
+    quiet = dict(workers=1, progress=False, log=lambda *_: None)
+    version = synth.GENERATOR_VERSION
+    out = synth.ensure_synthetic_build(cache, "v1", 24, 0, **quiet)
+    folder = cache / f"synthetic-v1-24-seed0-g{version}"
+    assert out == str(folder / "tfrecords")
+    info_path = folder / "archive" / "synth.json"
+    assert json.loads(info_path.read_text())["generator"] == version
+    manifest = load_manifest(out)
+    assert manifest["partition"] == {"in_distribution": list(range(2, 14)), "ood_train": [0, 1],
+                                     "ood_test": list(range(14, 19))}
+    mtime = os.stat(manifest.path).st_mtime_ns
+    assert synth.ensure_synthetic_build(cache, "v1", 24, 0, **quiet) == out
+    assert os.stat(manifest.path).st_mtime_ns == mtime  # not redone
+
+    # a build cut short (no manifest, its last shard unfinished) resumes to the same shards
+    last = manifest["subsets"]["val"]["shards"][-1]["file"]
+    for path in (manifest.path, os.path.join(out, last), os.path.join(out, ".build", last + ".json")):
+        os.remove(path)
+    assert synth.ensure_synthetic_build(cache, "v1", 24, 0, **quiet) == out
+    assert load_manifest(out)["subsets"] == manifest["subsets"]
+
+    # an archive of an older generator in the folder is written again, with its build
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "generator": version - 1}))
     logged = []
-    assert synth.ensure_build(str(root), "v1", 24, 0, workers=1, progress=False, log=logged.append) == out
+    assert synth.ensure_synthetic_build(cache, "v1", 24, 0, workers=1, progress=False, log=logged.append) == out
     assert any("older generator" in line for line in logged)
-    info = json.loads((root / "archive" / "synth.json").read_text())
-    assert info["generator"] == synth.GENERATOR_VERSION
-    assert os.path.exists(os.path.join(out, "manifest.json"))
+    assert json.loads(info_path.read_text())["generator"] == version
+    assert load_manifest(out)["subsets"] == manifest["subsets"]
+
+    # a new generator version gets its own folder; a custom partition gets its own build
+    monkeypatch.setattr(writer, "GENERATOR_VERSION", version + 1)
+    custom = Partition((2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12), (0, 1), (13, 14, 15, 16, 17, 18))
+    tag = hashlib.sha1(json.dumps(custom.to_json(), sort_keys=True).encode()).hexdigest()[:8]
+    out = synth.ensure_synthetic_build(cache, "v1", 24, 0, partition=custom, **quiet)
+    assert out == str(cache / f"synthetic-v1-24-seed0-g{version + 1}-{tag}" / "tfrecords")
+    assert load_manifest(out, partition=custom).partition == custom

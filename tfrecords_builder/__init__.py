@@ -1,5 +1,27 @@
-"""BigEarthNet-MM (v1 folders + JSON, v2 parquet) → sharded TFRecords with subsets and a manifest."""
-from .records import SCHEMA_VERSION, iter_records, load_manifest
+"""BigEarthNet-MM (v1 folders + JSON, v2 parquet) → sharded TFRecords with subsets and a manifest.
+
+`__all__` is the package's public API, the only names `tf_fusion` imports: the nomenclature, the
+manifest contract, the NumPy record reader, GeoTIFF reading and archive pairing for prediction,
+and the cached synthetic build.
+"""
+from .archive import MetadataError
+from .images import BadPair, read_patch
+from .layout import band_paths
+from .manifest import SCHEMA_VERSION, Manifest, ManifestError, check_manifest, load_manifest
+from .nomenclature import (BAND_DTYPE, BAND_SIZE, BANDS, CLASS_NAMES, DEFAULT_PARTITION, MODALITY_BANDS, S1_BANDS,
+                           S2_BANDS, Partition)
+from .pairs import Pair, find_pairs
+from .records import iter_records
+from .synth import GENERATOR_VERSION, ensure_synthetic_build
 
 __version__ = "0.1.0"
-__all__ = ["iter_records", "load_manifest", "SCHEMA_VERSION", "__version__"]
+__all__ = [
+    "CLASS_NAMES", "S2_BANDS", "S1_BANDS", "BANDS", "MODALITY_BANDS", "BAND_SIZE", "BAND_DTYPE",
+    "Partition", "DEFAULT_PARTITION",
+    "SCHEMA_VERSION", "Manifest", "ManifestError", "load_manifest", "check_manifest",
+    "iter_records",
+    "BadPair", "read_patch", "band_paths",
+    "Pair", "find_pairs", "MetadataError",
+    "GENERATOR_VERSION", "ensure_synthetic_build",
+    "__version__",
+]

@@ -15,10 +15,6 @@ from concurrent.futures import ProcessPoolExecutor
 from . import layout
 from .nomenclature import LabelError, labels_from_19, labels_from_43
 
-SPLIT_SOURCES = ("train", "val", "test")
-LIST_SOURCES = ("cloudy", "snow", "very_cloudy")
-
-
 @dataclasses.dataclass(frozen=True)
 class Candidate:
     source: str  # train | val | test | cloudy | snow | very_cloudy
@@ -167,16 +163,24 @@ V2_COLUMNS = ("patch_id", "labels", "split", "s1_name", "s2v1_name", "contains_s
 V2_SPLITS = {"train": "train", "validation": "val", "val": "val", "test": "test"}
 
 
-def _read_parquet(path: str) -> dict:
+def read_parquet(path: str, needs: dict) -> dict:
+    """Only the columns in `needs` (column → what needs it, e.g. a flag) of a parquet file, as
+    column → list; a missing file or column is a one-line MetadataError naming both."""
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path, columns=list(V2_COLUMNS))
+        names = pq.read_schema(path).names
     except FileNotFoundError:
         raise MetadataError(f"{path}: no such file") from None
-    except Exception as e:  # pyarrow raises several types for bad files and missing columns
-        raise MetadataError(f"{path}: not a BigEarthNet v2 metadata parquet ({str(e).splitlines()[0]})") from None
-    return table.to_pydict()
+    except Exception as e:  # pyarrow raises several types for unreadable files
+        raise MetadataError(f"{path}: not a parquet file ({str(e).splitlines()[0]})") from None
+    for column, why in needs.items():
+        if column not in names:
+            raise MetadataError(f"{path}: no column {column!r}, which {why} needs (columns: {', '.join(names)})")
+    try:
+        return pq.read_table(path, columns=list(needs)).to_pydict()
+    except Exception as e:
+        raise MetadataError(f"{path}: unreadable ({str(e).splitlines()[0]})") from None
 
 
 def read_v2(root, metadata, extra_metadata=None, very_cloudy_list=None):
@@ -200,7 +204,7 @@ def read_v2(root, metadata, extra_metadata=None, very_cloudy_list=None):
 
     tables = [(metadata, False)] + ([(extra_metadata, True)] if extra_metadata else [])
     for path, is_extra in tables:
-        cols = _read_parquet(path)
+        cols = read_parquet(path, dict.fromkeys(V2_COLUMNS, "a BigEarthNet v2 build"))
         for values in zip(*(cols[k] for k in V2_COLUMNS)):
             row = dict(zip(V2_COLUMNS, values))
             by_v1_name.setdefault(row["s2v1_name"], row)

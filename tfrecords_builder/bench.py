@@ -7,7 +7,6 @@ Figures (ratios, so the machine cancels out):
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import tempfile
@@ -16,7 +15,8 @@ import time
 import rasterio
 
 from . import build, images, layout
-from .cli import make_plan, parser
+from .plan import make_plan
+from .synth import read_archive_info, write_archive
 
 
 def bare_read(candidates) -> float:
@@ -37,20 +37,21 @@ def timed_build(plan, out: str, workers: int) -> float:
     return time.perf_counter() - start
 
 
-def main(args) -> int:
-    from .synth import builder_flags, ensure_build, read_archive_info
-
-    work = args.dir or tempfile.mkdtemp(prefix="tfrecords-bench-")
-    ensure_build(work, "v1", args.pairs, args.seed, progress=False)
+def run(pairs: int = 1500, seed: int = 0, work: str | None = None) -> int:
+    """Synthesise a v1 archive of `pairs` pairs in `work` (kept) or a temporary folder, and print the figures."""
+    keep = work is not None
+    work = work or tempfile.mkdtemp(prefix="tfrecords-bench-")
     archive_dir = os.path.join(work, "archive")
-    flags = parser().parse_args(["plan", *builder_flags(read_archive_info(archive_dir), very_cloudy_list=None)])
+    if not os.path.exists(os.path.join(archive_dir, "synth.json")):
+        shutil.rmtree(archive_dir, ignore_errors=True)
+        write_archive(archive_dir, "v1", pairs, seed, workers=2)
     start = time.perf_counter()
-    plan = make_plan(flags, need_images=True)
+    plan = make_plan(read_archive_info(archive_dir).source())
     t_plan = time.perf_counter() - start
-    pairs = [c for items in plan.subsets.values() for c in items]
-    n = len(pairs)
-    bare_read(pairs)  # warm the page cache so both sides read from memory
-    t_read = min(bare_read(pairs) for _ in range(2))
+    candidates = [c for items in plan.subsets.values() for c in items]
+    n = len(candidates)
+    bare_read(candidates)  # warm the page cache so both sides read from memory
+    t_read = min(bare_read(candidates) for _ in range(2))
     t1 = min(timed_build(plan, os.path.join(work, "out1"), 1) for _ in range(2))
     t2 = min(timed_build(plan, os.path.join(work, "out2"), 2) for _ in range(2))
     print(f"pairs converted: {n} (metadata plan {t_plan:.2f} s, {1e3 * t_plan / n:.2f} ms/pair)")
@@ -59,14 +60,6 @@ def main(args) -> int:
     print(f"build --workers 2:              {1e3 * t2 / n:.2f} ms/pair")
     print(f"build / bare read = {t1 / t_read:.3f}  (goal <= 1.25)")
     print(f"speed-up workers 2 over 1 = {t1 / t2:.3f}  (goal >= 1.7 on 2 cores; {os.cpu_count()} CPUs here)")
-    if not args.dir:
+    if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0
-
-
-if __name__ == "__main__":
-    p = argparse.ArgumentParser()
-    p.add_argument("--pairs", type=int, default=1500)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dir")
-    raise SystemExit(main(p.parse_args()))

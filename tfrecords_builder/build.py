@@ -10,7 +10,6 @@ written last; its presence means the build is complete.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import json
 import math
@@ -20,10 +19,10 @@ import threading
 
 import numpy as np
 
-from . import images, layout, records
+from . import images, layout, manifest, records
 from .archive import Rejection
-from .nomenclature import BAND_DTYPE, BAND_SIZE, BANDS, CLASS_NAMES, S2_BANDS, Partition
-from .subsets import SUBSETS
+from .nomenclature import BAND_DTYPE, BAND_SIZE, BANDS, CLASS_NAMES, S2_BANDS
+from .plan import Plan, reason_counts
 
 STATE_DIR = ".build"
 REJECTED = "rejected.csv"
@@ -42,34 +41,6 @@ def records_per_shard(shard_size_mb: float) -> int:
     if shard_size_mb <= 0:
         raise ValueError(f"--shard-size-mb must be positive, got {shard_size_mb}")
     return max(1, int(shard_size_mb * 1e6 // record_bytes()))
-
-
-@dataclasses.dataclass
-class Plan:
-    """What metadata alone says: subsets in record order, drops, and per-patch problems."""
-
-    source: dict
-    partition: Partition
-    seed: int
-    subsets: dict  # name → [Candidate]
-    dropped: dict  # reason → count
-    rejections: list  # [Rejection]
-
-    def summary(self) -> dict:
-        return {
-            "subsets": {name: {"count": len(items)} for name, items in self.subsets.items()},
-            "dropped": self.dropped,
-            "rejected": _reason_counts(r.reason for r in self.rejections),
-        }
-
-
-def _reason_counts(reasons) -> dict:
-    """Counts by kind of reason: every reason reads '<kind>: <details>'."""
-    counts = {}
-    for reason in reasons:
-        kind = reason.split(":", 1)[0]
-        counts[kind] = counts.get(kind, 0) + 1
-    return dict(sorted(counts.items()))
 
 
 # ------------------------------------------------------------------------------ workers
@@ -149,8 +120,7 @@ def _shards(plan: Plan, per_shard: int, compression: str | None):
     """[(file name, subset, candidates)] with boundaries fixed by record count."""
     out = []
     ext = ".tfrecord.gz" if compression == "gzip" else ".tfrecord"
-    for subset in SUBSETS:
-        items = plan.subsets[subset]
+    for subset, items in plan.subsets.items():
         n = math.ceil(len(items) / per_shard)
         for i in range(n):
             out.append((f"{subset}-{i:05d}-of-{n:05d}{ext}", subset, items[i * per_shard : (i + 1) * per_shard]))
@@ -159,7 +129,7 @@ def _shards(plan: Plan, per_shard: int, compression: str | None):
 
 def _fingerprint(plan: Plan, per_shard: int, compression) -> str:
     content = {
-        "schema_version": records.SCHEMA_VERSION,
+        "schema_version": manifest.SCHEMA_VERSION,
         "partition": plan.partition.to_json(),
         "seed": plan.seed,
         "records_per_shard": per_shard,
@@ -184,7 +154,7 @@ def _prepare_out(out: str, fingerprint: str) -> bool:
         with open(state_path, encoding="utf-8") as f:
             if json.load(f).get("fingerprint") != fingerprint:
                 raise BuildError(f"{out}: holds a build of different inputs or options; choose another --out")
-        return os.path.exists(os.path.join(out, records.MANIFEST))
+        return os.path.exists(os.path.join(out, manifest.FILE))
     if os.path.isdir(out) and os.listdir(out):
         raise BuildError(f"{out}: directory is not empty and holds no build of this tool; choose another --out")
     os.makedirs(os.path.join(out, STATE_DIR), exist_ok=True)
@@ -200,8 +170,9 @@ def _check_not_empty(counts: dict) -> None:
 
 
 def build(plan: Plan, out: str, *, shard_size_mb: float = 100, compression: str | None = None,
-          skip_bad: bool = False, workers: int = 1, command: str = "", progress: bool = False) -> dict:
-    """Write the shards, `rejected.csv` and `manifest.json` for `plan` into `out`; returns the manifest."""
+          skip_bad: bool = False, workers: int = 1, command: str = "", progress: bool = False) -> manifest.Manifest:
+    """Write the shards, `rejected.csv` and `manifest.json` for `plan` into `out`; returns the
+    manifest as every reader sees it (read back through `manifest.load_manifest`)."""
     if compression not in (None, "gzip"):
         raise ValueError(f"compression must be None or 'gzip', got {compression!r}")
     if plan.rejections and not skip_bad:
@@ -212,7 +183,7 @@ def build(plan: Plan, out: str, *, shard_size_mb: float = 100, compression: str 
     per_shard = records_per_shard(shard_size_mb)
     fingerprint = _fingerprint(plan, per_shard, compression)
     if _prepare_out(out, fingerprint):
-        return records.load_manifest(out)
+        return manifest.load_manifest(out)
 
     shards = _shards(plan, per_shard, compression)
     state = os.path.join(out, STATE_DIR)
@@ -231,8 +202,7 @@ def build(plan: Plan, out: str, *, shard_size_mb: float = 100, compression: str 
         raise
     finally:
         bar.close()
-    manifest = _finish(plan, out, shards, compression, command, per_shard)
-    return manifest
+    return _finish(plan, out, shards, compression, command, per_shard)
 
 
 def _progress_bar(total: int, done_shards: int, enabled: bool):
@@ -294,13 +264,13 @@ def band_stats(sidecars) -> dict:
     return out
 
 
-def _finish(plan: Plan, out: str, shards, compression, command: str, per_shard: int) -> dict:
+def _finish(plan: Plan, out: str, shards, compression, command: str, per_shard: int) -> manifest.Manifest:
     state = os.path.join(out, STATE_DIR)
     sidecars = []
     for name, _, _ in shards:
         with open(os.path.join(state, name + ".json"), encoding="utf-8") as f:
             sidecars.append(json.load(f))
-    subsets = {name: {"count": 0, "shards": []} for name in SUBSETS}
+    subsets = {name: {"count": 0, "shards": []} for name in plan.subsets}
     rejected = [[r.s2_name, r.s1_name, r.source, r.reason] for r in plan.rejections]
     for side in sidecars:
         entry = subsets[side["subset"]]
@@ -315,8 +285,8 @@ def _finish(plan: Plan, out: str, shards, compression, command: str, per_shard: 
             w.writerow(["s2_name", "s1_name", "source", "reason"])
             w.writerows(rejected)
         os.replace(tmp, os.path.join(out, REJECTED))
-    manifest = {
-        "schema_version": records.SCHEMA_VERSION,
+    data = {
+        "schema_version": manifest.SCHEMA_VERSION,
         "format": "BigEarthNet-MM pairs as tf.train.Example (see README, 'Record schema')",
         "class_names": list(CLASS_NAMES),
         "partition": plan.partition.to_json(),
@@ -326,11 +296,11 @@ def _finish(plan: Plan, out: str, shards, compression, command: str, per_shard: 
         "records_per_shard": per_shard,
         "subsets": subsets,
         "dropped": plan.dropped,
-        "rejected": {"count": len(rejected), "by_reason": _reason_counts(r[3] for r in rejected),
+        "rejected": {"count": len(rejected), "by_reason": reason_counts(r[3] for r in rejected),
                      "file": REJECTED if rejected else None},
         "band_stats": band_stats(s for s in sidecars if s["subset"] == "train"),
-        "source": plan.source,
+        "source": plan.source.to_json(),
         "command": command,
     }
-    _write_json_atomic(os.path.join(out, records.MANIFEST), manifest)
-    return manifest
+    _write_json_atomic(os.path.join(out, manifest.FILE), data)
+    return manifest.load_manifest(out)

@@ -1,4 +1,8 @@
-"""`python -m tfrecords_builder {build,plan,synth,inspect,bench}`."""
+"""`python -m tfrecords_builder {build,plan,synth,inspect,demo,bench}`: flags in, one line out on error.
+
+The commands only map flags to the Python API (`plan.Source`, `plan.make_plan`, `build.build`,
+`synth`, `inspect`) and print what it returns; every error is one line on stderr, exit 2.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,8 +11,12 @@ import os
 import shlex
 import sys
 
-from . import archive, build, records, subsets
-from .nomenclature import Partition
+from . import build
+from .nomenclature import DEFAULT_PARTITION, Partition, format_index_set
+from .plan import FLAGS, Source, make_plan
+
+_PARTITION_FLAGS = {name: format_index_set(getattr(DEFAULT_PARTITION, name))
+                    for name in ("in_distribution", "ood_train", "ood_test")}
 
 
 def _add_source_flags(p: argparse.ArgumentParser) -> None:
@@ -25,55 +33,41 @@ def _add_source_flags(p: argparse.ArgumentParser) -> None:
     v2.add_argument("--extra-metadata", help="metadata_for_patches_with_snow_cloud_or_shadow.parquet (cloudy and snow subsets)")
     both = p.add_argument_group("both layouts")
     both.add_argument("--very-cloudy-list", help="S2,S1 pairs of fully clouded patches (e.g. the seed authors' hand-picked list)")
-    both.add_argument("--in-distribution", default="2-13", help="19-class indices in distribution (default 2-13)")
-    both.add_argument("--ood-train", default="0,1", help="indices of OOD classes for training the detectors (default 0,1)")
-    both.add_argument("--ood-test", default="14-18", help="indices of OOD classes for testing (default 14-18)")
+    for name, help_text in (("in_distribution", "19-class indices in distribution"),
+                            ("ood_train", "indices of OOD classes for training the detectors"),
+                            ("ood_test", "indices of OOD classes for testing")):
+        default = _PARTITION_FLAGS[name]
+        both.add_argument("--" + name.replace("_", "-"), default=default, help=f"{help_text} (default {default})")
     both.add_argument("--seed", type=int, default=0, help="seed of the record order within each subset (default 0)")
     both.add_argument("--workers", type=int, default=1, help="processes reading metadata and images (default 1)")
-    out = p.add_argument_group("output (build)")
-    out.add_argument("--out", help="output folder for shards, manifest.json and rejected.csv")
+
+
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
+    out = p.add_argument_group("output")
+    out.add_argument("--out", required=True, help="output folder for shards, manifest.json and rejected.csv")
     out.add_argument("--shard-size-mb", type=float, default=100, help="target shard size in MB (default 100)")
     out.add_argument("--compression", choices=["gzip"], default=None, help="GZIP-compress shards")
     out.add_argument("--skip-bad", action="store_true", help="set bad pairs aside in rejected.csv instead of stopping")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def make_plan(args, need_images: bool) -> build.Plan:
-    """Read the metadata named by the flags and assign subsets."""
-    partition = Partition.parse(args.in_distribution, args.ood_train, args.ood_test)
-    if args.workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {args.workers}")
-    v1_flags = [args.s2_root, args.s1_root, args.train, args.val, args.test, args.cloudy_list, args.snow_list]
+def source_of(args) -> Source:
+    """The archive the flags describe (v2 when --metadata is given, v1 when a v1 root is)."""
+    paths = {field: getattr(args, field) for field in FLAGS}
     if args.metadata:
-        if any(v1_flags):
-            raise ValueError("give either the v1 flags (--s2-root ...) or the v2 flags (--metadata ...), not both")
-        if need_images and not args.root:
-            raise ValueError("--root is required to build a v2 archive")
-        source = {"layout": "v2", "root": _abs(args.root), "metadata": _abs(args.metadata),
-                  "extra_metadata": _abs(args.extra_metadata), "very_cloudy_list": _abs(args.very_cloudy_list)}
-        candidates, rejections = archive.read_v2(args.root, args.metadata, args.extra_metadata, args.very_cloudy_list)
-    elif args.s2_root or args.s1_root:
-        missing = [f for f, v in (("--s2-root", args.s2_root), ("--s1-root", args.s1_root), ("--train", args.train),
-                                  ("--val", args.val), ("--test", args.test)) if not v]
-        if missing:
-            raise ValueError(f"a v1 archive needs {' '.join(missing)}")
-        lists = {"train": args.train, "val": args.val, "test": args.test, "cloudy": args.cloudy_list,
-                 "snow": args.snow_list, "very_cloudy": args.very_cloudy_list}
-        source = {"layout": "v1", "s2_root": _abs(args.s2_root), "s1_root": _abs(args.s1_root),
-                  **{f"{k}_list": _abs(v) for k, v in lists.items()}}
-        candidates, rejections = archive.read_v1(args.s2_root, args.s1_root, lists, args.workers)
-    else:
-        raise ValueError("no archive given: use --s2-root/--s1-root/--train/--val/--test (v1) or --metadata (v2)")
-    assigned, dropped = subsets.assign(candidates, partition, args.seed)
-    return build.Plan(source, partition, args.seed, assigned, dropped, rejections)
+        return Source("v2", **paths)
+    if args.s2_root or args.s1_root:
+        return Source("v1", **paths)
+    raise ValueError("no archive given: use --s2-root/--s1-root/--train/--val/--test (v1) or --metadata (v2)")
 
 
-def _abs(path):
-    return os.path.abspath(path) if path else None
+def _plan(args, need_images: bool):
+    partition = Partition.parse(args.in_distribution, args.ood_train, args.ood_test)
+    return make_plan(source_of(args), partition, args.seed, args.workers, need_images)
 
 
 def cmd_plan(args) -> int:
-    plan = make_plan(args, need_images=False)
+    plan = _plan(args, need_images=False)
     summary = plan.summary()
     if args.json:
         print(json.dumps(summary, indent=1))
@@ -85,14 +79,12 @@ def cmd_plan(args) -> int:
 
 
 def cmd_build(args) -> int:
-    if not args.out:
-        raise ValueError("--out is required")
-    plan = make_plan(args, need_images=True)
+    plan = _plan(args, need_images=True)
     command = "python -m tfrecords_builder " + " ".join(shlex.quote(a) for a in args.argv)
-    manifest = build.build(plan, args.out, shard_size_mb=args.shard_size_mb, compression=args.compression,
-                           skip_bad=args.skip_bad, workers=args.workers, command=command, progress=not args.quiet)
-    _print_counts(manifest["subsets"], manifest["dropped"], manifest["rejected"]["by_reason"])
-    print(f"wrote {os.path.join(args.out, records.MANIFEST)}")
+    m = build.build(plan, args.out, shard_size_mb=args.shard_size_mb, compression=args.compression,
+                    skip_bad=args.skip_bad, workers=args.workers, command=command, progress=not args.quiet)
+    _print_counts(m["subsets"], m["dropped"], m["rejected"]["by_reason"])
+    print(f"wrote {m.path}")
     return 0
 
 
@@ -113,59 +105,81 @@ def cmd_inspect(args) -> int:
 def cmd_synth(args) -> int:
     from .synth import write_archive
 
-    info = write_archive(args.out, args.layout, args.pairs, args.seed, workers=args.workers, progress=not args.quiet)
-    print(f"wrote a synthetic {info['layout']} archive of {args.pairs} pairs to {args.out} (see {os.path.join(args.out, 'synth.json')})")
+    write_archive(args.out, args.layout, args.pairs, args.seed, workers=args.workers, progress=not args.quiet)
+    print(f"wrote a synthetic {args.layout} archive of {args.pairs} pairs to {args.out} "
+          f"(see {os.path.join(args.out, 'synth.json')})")
     return 0
 
 
 def cmd_demo(args) -> int:
-    """Synthetic v1 archive → build → inspect, in one folder; re-running resumes or reuses it."""
-    from .synth import ensure_build
+    from .inspect import inspect
+    from .synth import ensure_synthetic_build
 
-    out = ensure_build(args.dir, "v1", args.pairs, args.seed, workers=args.workers)
-    return cmd_inspect(argparse.Namespace(dir=out, no_verify=False, json=False))
+    out = ensure_synthetic_build(args.dir, "v1", args.pairs, args.seed, workers=args.workers)
+    return inspect(out)
 
 
 def cmd_bench(args) -> int:
-    from .bench import main as bench_main
+    from .bench import run
 
-    return bench_main(args)
+    return run(args.pairs, args.seed, args.dir)
+
+
+_EXAMPLES = {
+    "build": "Convert an archive into sharded TFRecords, manifest.json and rejected.csv; rerun the same "
+             "command to resume.\n\nexample:\n  python -m tfrecords_builder build --root reBEN --metadata metadata.parquet "
+             "--out reben-tfrecords --workers 2",
+    "plan": "Print the subset, drop and rejection counts of an archive from its metadata alone (no GeoTIFF "
+            "is read).\n\nexample:\n  python -m tfrecords_builder plan --metadata metadata.parquet "
+            "--extra-metadata metadata_for_patches_with_snow_cloud_or_shadow.parquet --json",
+    "synth": "Write a synthetic archive in the exact real v1 or v2 layout, for tests and demos.\n\n"
+             "example:\n  python -m tfrecords_builder synth --out synthetic-v2 --layout v2 --pairs 400",
+    "inspect": "Summarise a build and verify every shard (sha256, record CRCs, record counts); exit 1 when "
+               "a shard is damaged.\n\nexample:\n  python -m tfrecords_builder inspect reben-tfrecords",
+    "demo": "Write a synthetic v1 archive, build it and inspect the result, in a cache folder; rerunning "
+            "reuses or resumes it.\n\nexample:\n  python -m tfrecords_builder demo --dir demo_out",
+    "bench": "Measure the build time per pair against a bare rasterio read, and the --workers 2 speed-up.\n\n"
+             "example:\n  python -m tfrecords_builder bench --pairs 1500",
+}
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tfrecords_builder", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m tfrecords_builder",
+                                description="BigEarthNet-MM (v1 folders + JSON, v2 parquet) → sharded TFRecords + manifest.json.")
     sub = p.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="archive → sharded TFRecords + manifest.json")
+
+    def command(name, summary, func):
+        c = sub.add_parser(name, help=summary, description=_EXAMPLES[name],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        c.set_defaults(func=func)
+        return c
+
+    b = command("build", "archive → sharded TFRecords + manifest.json", cmd_build)
     _add_source_flags(b)
-    b.set_defaults(func=cmd_build)
-    pl = sub.add_parser("plan", help="subset and drop counts from metadata and lists alone (no GeoTIFF is read)")
+    _add_output_flags(b)
+    pl = command("plan", "subset and drop counts from metadata and lists alone (no GeoTIFF is read)", cmd_plan)
     _add_source_flags(pl)
     pl.add_argument("--json", action="store_true", help="print JSON in the manifest's 'subsets' shape")
-    pl.set_defaults(func=cmd_plan)
-    s = sub.add_parser("synth", help="write a synthetic archive in the real v1 or v2 layout")
-    s.add_argument("--out", required=True)
-    s.add_argument("--layout", choices=["v1", "v2"], default="v1")
-    s.add_argument("--pairs", type=int, default=200)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--workers", type=int, default=1)
-    s.add_argument("--quiet", action="store_true")
-    s.set_defaults(func=cmd_synth)
-    i = sub.add_parser("inspect", help="manifest summary and checksum verification")
-    i.add_argument("dir")
+    s = command("synth", "write a synthetic archive in the real v1 or v2 layout", cmd_synth)
+    s.add_argument("--out", required=True, help="new or empty folder for the archive")
+    s.add_argument("--layout", choices=["v1", "v2"], default="v1", help="archive layout (default v1)")
+    s.add_argument("--pairs", type=int, default=200, help="number of S2/S1 pairs, at least 20 (default 200)")
+    s.add_argument("--seed", type=int, default=0, help="seed of everything in the archive (default 0)")
+    s.add_argument("--workers", type=int, default=1, help="processes writing pairs (default 1)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    i = command("inspect", "manifest summary and checksum verification", cmd_inspect)
+    i.add_argument("dir", help="a build folder (holding manifest.json)")
     i.add_argument("--no-verify", action="store_true", help="skip sha256 and CRC verification of the shards")
-    i.add_argument("--json", action="store_true")
-    i.set_defaults(func=cmd_inspect)
-    d = sub.add_parser("demo", help="synthesize a v1 archive, build it and inspect the result")
-    d.add_argument("--dir", default="demo_out", help="work folder (default demo_out)")
-    d.add_argument("--pairs", type=int, default=400)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--workers", type=int, default=2)
-    d.set_defaults(func=cmd_demo)
-    be = sub.add_parser("bench", help="build time per pair vs a bare rasterio read; --workers 2 speed-up")
-    be.add_argument("--pairs", type=int, default=1500)
-    be.add_argument("--seed", type=int, default=0)
-    be.add_argument("--dir", help="work folder (default: a temporary one)")
-    be.set_defaults(func=cmd_bench)
+    i.add_argument("--json", action="store_true", help="print the summary as JSON")
+    d = command("demo", "synthesize a v1 archive, build it and inspect the result", cmd_demo)
+    d.add_argument("--dir", default="demo_out", help="cache folder (default demo_out)")
+    d.add_argument("--pairs", type=int, default=400, help="number of pairs (default 400)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the archive (default 0)")
+    d.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    be = command("bench", "build time per pair vs a bare rasterio read; --workers 2 speed-up", cmd_bench)
+    be.add_argument("--pairs", type=int, default=1500, help="pairs of the synthetic archive (default 1500)")
+    be.add_argument("--seed", type=int, default=0, help="seed of the archive (default 0)")
+    be.add_argument("--dir", help="work folder, kept (default: a temporary one, removed)")
     return p
 
 
@@ -175,7 +189,7 @@ def main(argv=None) -> int:
     args.argv = argv
     try:
         return args.func(args)
-    except (ValueError, build.BuildError, archive.MetadataError, FileNotFoundError) as e:
+    except (ValueError, build.BuildError) as e:  # MetadataError and ManifestError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

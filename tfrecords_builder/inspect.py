@@ -5,7 +5,8 @@ import hashlib
 import json
 import os
 
-from . import records, tfrecord
+from . import tfrecord
+from .manifest import Manifest, load_manifest
 
 
 def _sha256(path: str) -> str:
@@ -16,12 +17,13 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def verify(out_dir: str, manifest: dict) -> list[str]:
-    """One line per problem: missing shard, checksum mismatch, record count mismatch, bad CRC."""
+def verify(m: Manifest) -> list[str]:
+    """One line per problem: missing shard, checksum mismatch, record count mismatch, bad CRC.
+    Shard paths come from `Manifest.shard_path`, so nothing outside the build is ever read."""
     problems = []
-    for subset, entry in manifest["subsets"].items():
+    for entry in m["subsets"].values():
         for shard in entry["shards"]:
-            path = os.path.join(out_dir, shard["file"])
+            path = m.shard_path(shard["file"])
             if not os.path.exists(path):
                 problems.append(f"{shard['file']}: missing")
                 continue
@@ -29,7 +31,7 @@ def verify(out_dir: str, manifest: dict) -> list[str]:
                 problems.append(f"{shard['file']}: sha256 mismatch (file changed or corrupt)")
                 continue
             try:
-                n = sum(1 for _ in tfrecord.read_records(path, manifest.get("compression")))
+                n = sum(1 for _ in tfrecord.read_records(path, m.compression))
             except (ValueError, OSError, EOFError) as e:
                 problems.append(f"{shard['file']}: {e}")
                 continue
@@ -39,27 +41,28 @@ def verify(out_dir: str, manifest: dict) -> list[str]:
 
 
 def inspect(out_dir: str, verify_shards: bool = True, as_json: bool = False) -> int:
-    manifest = records.load_manifest(out_dir)
-    problems = verify(out_dir, manifest) if verify_shards else None
+    """Print the summary (and the problems); 0 when intact, 1 when a shard is damaged."""
+    m = load_manifest(out_dir)
+    problems = verify(m) if verify_shards else None
     if as_json:
-        summary = {k: manifest[k] for k in ("schema_version", "partition", "dropped", "rejected", "band_stats", "source")}
-        summary["subsets"] = {k: {"count": v["count"], "shards": len(v["shards"])} for k, v in manifest["subsets"].items()}
+        summary = {k: m[k] for k in ("schema_version", "partition", "dropped", "rejected", "band_stats", "source")}
+        summary["subsets"] = {k: {"count": v["count"], "shards": len(v["shards"])} for k, v in m["subsets"].items()}
         summary["problems"] = problems
         print(json.dumps(summary, indent=1))
     else:
-        total = sum(s["bytes"] for e in manifest["subsets"].values() for s in e["shards"])
-        print(f"{out_dir}: schema {manifest['schema_version']}, {manifest['source']['layout']} archive, "
-              f"{total / 1e6:.1f} MB, compression {manifest['compression'] or 'none'}")
-        part = manifest["partition"]
+        total = sum(s["bytes"] for e in m["subsets"].values() for s in e["shards"])
+        print(f"{out_dir}: schema {m['schema_version']}, {m['source']['layout']} archive, "
+              f"{total / 1e6:.1f} MB, compression {m.compression or 'none'}")
+        part = m["partition"]
         print(f"partition: in-distribution {part['in_distribution']}, ood_train {part['ood_train']}, ood_test {part['ood_test']}")
-        for name, entry in manifest["subsets"].items():
+        for name, entry in m["subsets"].items():
             print(f"{name:>12}: {entry['count']:>8} records in {len(entry['shards'])} shards")
-        if manifest["dropped"]:
-            print("dropped: " + ", ".join(f"{k} {v}" for k, v in manifest["dropped"].items()))
-        if manifest["rejected"]["count"]:
-            print(f"rejected: {manifest['rejected']['count']} (see {manifest['rejected']['file']}): "
-                  + ", ".join(f"{k} {v}" for k, v in manifest["rejected"]["by_reason"].items()))
-        print("band stats (train): " + ", ".join(f"{b} {s['mean']:.2f}±{s['std']:.2f}" for b, s in manifest["band_stats"].items()))
+        if m["dropped"]:
+            print("dropped: " + ", ".join(f"{k} {v}" for k, v in m["dropped"].items()))
+        if m["rejected"]["count"]:
+            print(f"rejected: {m['rejected']['count']} (see {m['rejected']['file']}): "
+                  + ", ".join(f"{k} {v}" for k, v in m["rejected"]["by_reason"].items()))
+        print("band stats (train): " + ", ".join(f"{b} {s['mean']:.2f}±{s['std']:.2f}" for b, s in m["band_stats"].items()))
         if problems is not None:
             print("verified: all shards intact" if not problems else f"{len(problems)} problems:")
             for line in problems:

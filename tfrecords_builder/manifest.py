@@ -77,9 +77,10 @@ class Manifest(Mapping):
         """Records in `subset`; 0 when the build has none (optional subsets such as `snow`)."""
         return int(self._data["subsets"].get(subset, {}).get("count") or 0)
 
-    def shards(self, subsets) -> list[dict]:
+    def shards(self, subsets, empty_ok: bool = False) -> list[dict]:
         """Shard entries (file, records, bytes, sha256) of one subset or a list of subsets, each
-        with `path`, the checked absolute path; ManifestError for an unknown or empty subset."""
+        with `path`, the checked absolute path; ManifestError for an unknown subset, and for an
+        empty one unless `empty_ok`."""
         names = [subsets] if isinstance(subsets, str) else list(subsets)
         available = ", ".join(f"{k} ({v.get('count', 0)})" for k, v in self._data["subsets"].items())
         if not names:
@@ -89,7 +90,7 @@ class Manifest(Mapping):
             entry = self._data["subsets"].get(name)
             if entry is None:
                 raise ManifestError(f"{self.path}: unknown subset {name!r}; available: {available}")
-            if not entry.get("count") or not entry.get("shards"):
+            if not empty_ok and (not entry.get("count") or not entry.get("shards")):
                 raise ManifestError(f"{self.path}: subset {name!r} is empty (0 records); available: {available}")
             out += [{**shard, "path": self.shard_path(shard["file"])} for shard in entry["shards"]]
         return out
@@ -162,8 +163,8 @@ def check_manifest(data, build_dir, partition: Partition | dict | None = None) -
         raise ManifestError(f"{path}: class_names differ from BigEarthNet's 19 classes in official order")
     try:
         have = Partition.from_json(data["partition"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ManifestError(f"{path}: bad partition {data['partition']!r} ({e})") from None
+    except ValueError as e:
+        raise ManifestError(f"{path}: {e}") from None
     if partition is not None:
         want = partition if isinstance(partition, Partition) else _partition(partition, path)
         if want != have:
@@ -194,8 +195,8 @@ def check_manifest(data, build_dir, partition: Partition | dict | None = None) -
 def _partition(d, path) -> Partition:
     try:
         return Partition.from_json(d)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ManifestError(f"{path}: bad requested partition {d!r} ({e})") from None
+    except ValueError as e:
+        raise ManifestError(f"{path}: requested {e}") from None
 
 
 def _finite(v) -> bool:

@@ -12,6 +12,8 @@ import dataclasses
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 S1_BANDS = ("VV", "VH")
 BANDS = S2_BANDS + S1_BANDS
+# The bands of each modality, by the name the fusion model gives it.
+MODALITY_BANDS = {"optical": S2_BANDS, "sar": S1_BANDS}
 
 # Native pixel size of each band in a 1200 m patch: 10 m → 120, 20 m → 60, 60 m → 20.
 BAND_SIZE = {
@@ -145,16 +147,37 @@ def parse_index_set(text: str) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+def format_index_set(indices) -> str:
+    """Sorted class indices → the shortest text `parse_index_set` reads back: runs of three or
+    more as ranges ('2-13', '14-16,18'), shorter ones listed ('0,1')."""
+    runs, out = [], []
+    for i in sorted(set(indices)):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    for lo, hi in runs:
+        out += [f"{lo}-{hi}"] if hi - lo >= 2 else [str(i) for i in range(lo, hi + 1)]
+    return ",".join(out)
+
+
+_GROUPS = ("in_distribution", "ood_train", "ood_test")
+
+
 @dataclasses.dataclass(frozen=True)
 class Partition:
-    """Which 19-class indices are in-distribution, OOD for training the detectors, OOD for testing."""
+    """Which 19-class indices are in-distribution, OOD for training the detectors, OOD for testing.
+
+    The field defaults are the seed paper's partition; `DEFAULT_PARTITION` below is the one
+    instance every default (CLI flags, synthetic archives, readers) derives from.
+    """
 
     in_distribution: tuple[int, ...] = tuple(range(2, 14))
     ood_train: tuple[int, ...] = (0, 1)
     ood_test: tuple[int, ...] = tuple(range(14, 19))
 
     def __post_init__(self):
-        groups = {"in_distribution": self.in_distribution, "ood_train": self.ood_train, "ood_test": self.ood_test}
+        groups = {name: getattr(self, name) for name in _GROUPS}
         for name, idx in groups.items():
             if not idx:
                 raise ValueError(f"partition group {name} is empty")
@@ -166,14 +189,15 @@ class Partition:
                 seen[i] = name
 
     @classmethod
-    def parse(cls, in_distribution="2-13", ood_train="0,1", ood_test="14-18") -> "Partition":
+    def parse(cls, in_distribution: str, ood_train: str, ood_test: str) -> "Partition":
+        """From the CLI's index-set texts ('2-13', '0,1', '14-18')."""
         return cls(parse_index_set(in_distribution), parse_index_set(ood_train), parse_index_set(ood_test))
 
     def group_of(self, labels) -> str:
         """'in_distribution', 'ood_train', 'ood_test', or why the patch is unusable."""
         if not labels:
             return "no_19_class_label"
-        for name in ("in_distribution", "ood_train", "ood_test"):
+        for name in _GROUPS:
             if set(labels) <= set(getattr(self, name)):
                 return name
         if any(i not in self.in_distribution + self.ood_train + self.ood_test for i in labels):
@@ -184,5 +208,21 @@ class Partition:
         return {k: list(v) for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_json(cls, d: dict) -> "Partition":
-        return cls(tuple(d["in_distribution"]), tuple(d["ood_train"]), tuple(d["ood_test"]))
+    def from_json(cls, d) -> "Partition":
+        """Inverse of `to_json`; ValueError echoing `d` unless it holds exactly the three groups as
+        lists of class indices 0-18 (manifests and configs are edited by hand)."""
+        n = len(CLASS_NAMES)
+        if not isinstance(d, dict) or sorted(d) != sorted(_GROUPS):
+            raise ValueError(f"bad partition {d!r}: expected exactly the keys {', '.join(_GROUPS)}")
+        for name in _GROUPS:
+            idx = d[name]
+            if not isinstance(idx, (list, tuple)) or not all(
+                    isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in idx):
+                raise ValueError(f"bad partition {d!r}: {name} must be a list of class indices 0-{n - 1}")
+        try:
+            return cls(*(tuple(d[name]) for name in _GROUPS))
+        except ValueError as e:
+            raise ValueError(f"bad partition {d!r}: {e}") from None
+
+
+DEFAULT_PARTITION = Partition()

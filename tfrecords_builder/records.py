@@ -8,16 +8,11 @@ Features (schema version 1):
 """
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 
 from . import tfrecord
+from .manifest import load_manifest
 from .nomenclature import BAND_DTYPE, BAND_SIZE, BANDS, CLASS_NAMES
-
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 
 
 def encode(s2_name: str, s1_name: str, subset: str, labels, arrays: dict) -> bytes:
@@ -42,20 +37,10 @@ def decode(payload: bytes, class_names=CLASS_NAMES) -> dict:
     return out
 
 
-def load_manifest(out_dir: str) -> dict:
-    path = os.path.join(out_dir, MANIFEST)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no manifest (is {out_dir} a finished tfrecords_builder build?)") from None
-
-
-def iter_records(out_dir: str, subset: str):
-    """Yield every record of `subset` in shard order as a dict of numpy arrays (see `decode`)."""
-    manifest = load_manifest(out_dir)
-    if subset not in manifest["subsets"]:
-        raise ValueError(f"unknown subset {subset!r}; the manifest has {sorted(manifest['subsets'])}")
-    for shard in manifest["subsets"][subset]["shards"]:
-        for payload in tfrecord.read_records(os.path.join(out_dir, shard["file"]), manifest.get("compression")):
-            yield decode(payload, manifest["class_names"])
+def iter_records(out_dir, subset: str):
+    """Yield every record of `subset` in shard order as a dict of numpy arrays (see `decode`);
+    nothing for an empty subset, ManifestError for an unknown one."""
+    m = load_manifest(out_dir)
+    for shard in m.shards(subset, empty_ok=True):
+        for payload in tfrecord.read_records(shard["path"], m.compression):
+            yield decode(payload, m.class_names)
