@@ -15,6 +15,8 @@ from types import SimpleNamespace
 
 import pytest
 
+pytest_plugins = ("smoke",)  # the session's smoke build and run, for the Keras side
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("BIGEARTHNET_SHARED", os.path.join(os.path.dirname(REPO), "shared", "bigearthnet"))
 
@@ -76,17 +78,6 @@ def run_module(*args, check=True) -> subprocess.CompletedProcess:
     if check and proc.returncode:
         raise AssertionError(proc.stdout[-3000:] + proc.stderr[-3000:])
     return proc
-
-
-@pytest.fixture(scope="session")
-def ood_smoke_run(tmp_path_factory):
-    """A 2-epoch smoke run with its two OOD heads (3 epochs), trained once per session and shared
-    by the OOD and export tests: (run folder, the `tf_fusion.ood` process)."""
-    base = tmp_path_factory.mktemp("ood")
-    run = base / "run"
-    run_module("tf_fusion.train", "--experiment", "smoke", "--run-dir", run, "--set", f"data.cache_dir={base / 'cache'}",
-               "--set", "training.epochs=2", "--set", "ood.epochs=3")
-    return run, run_module("tf_fusion.ood", "--run", run)
 
 
 @pytest.fixture(scope="session")

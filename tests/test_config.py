@@ -47,5 +47,35 @@ def test_yaml_file_with_typo_and_base_chain(tmp_path):
     good.write_text("base: smoke\ntraining:\n  epochs: 1\n")
     c = cfg.load_experiment(str(good))
     assert c["name"] == "mine" and c["training"]["epochs"] == 1 and c["data"]["synthetic"]["pairs"] == 400
-    cfg.dump(c, str(tmp_path / "out.yaml"))
-    assert cfg.yaml.safe_load((tmp_path / "out.yaml").read_text()) == c
+    # a resolved config, written as a run writes it, reads back unchanged through the same loader
+    from tf_fusion.atomic import write_yaml
+
+    write_yaml(str(tmp_path / "out.yaml"), c)
+    assert cfg.load_experiment(str(tmp_path / "out.yaml")) == c
+
+
+@pytest.mark.parametrize("override, message", [
+    ("training.epochs=-3", "training.epochs must be an integer >= 1, got -3"),
+    ("training.epochs=0", "training.epochs must be an integer >= 1, got 0"),
+    ("training.learning_rate=-1", "training.learning_rate must be a number > 0, got -1.0"),
+    ("data.batch_size=0", "data.batch_size must be an integer >= 1, got 0"),
+    ("data.image_size=0", "data.image_size must be an integer >= 8, got 0"),
+    ("model.dropout=1.0", r"model.dropout must be a number in \[0, 1\), got 1.0"),
+    ("training.optimizer=adagrad", "training.optimizer must be 'adam' or 'adamw' or 'sgd', got 'adagrad'"),
+    ("training.steps_per_epoch=0", "training.steps_per_epoch must be null or an integer >= 1, got 0"),
+    ("evaluation.threshold=1.0", r"evaluation.threshold must be a number in \(0, 1\), got 1.0"),
+    ("training.pass_weights={fuse: 0, opt: 0, sar: 0}", "training.pass_weights must not all be 0"),
+    ("ood.hidden=[64, 0]", r"ood.hidden must be a list of positive layer sizes, got \[64, 0\]"),
+    ("training.learning_rate=.nan", "training.learning_rate must be a number > 0, got nan"),
+])
+def test_every_setting_is_checked_against_its_range(override, message):
+    with pytest.raises(cfg.ConfigError, match=message):
+        cfg.load_experiment("smoke", [override])
+
+
+def test_shipped_experiments_are_within_the_ranges():
+    import glob
+    import os
+
+    for path in glob.glob(os.path.join(cfg.EXPERIMENTS_DIR, "*.yaml")):
+        cfg.validate(cfg.load_experiment(path))

@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import run_cli
-from tfrecords_builder import iter_records, records, tfrecord
+from conftest import run_cli, source_flags
+from tfrecords_builder import ManifestError, iter_records, load_manifest, records, tfrecord
 
 tf = pytest.importorskip("tensorflow")
 from tf_fusion import data  # noqa: E402
@@ -19,14 +19,10 @@ RES_60M = ("B01", "B09")
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory):
-    """A 60-pair synthetic v1 archive built with small shards (several per subset for interleaving)."""
-    from tfrecords_builder.synth import builder_flags, write_archive
-
-    root = tmp_path_factory.mktemp("data")
-    info = write_archive(str(root / "archive"), "v1", 60, seed=3)
-    out = root / "tfrecords"
-    run_cli("build", *builder_flags(info), "--out", out, "--shard-size-mb", 1.2, "--quiet")
+def built(synth_v1, tmp_path_factory):
+    """The session's synthetic v1 archive built with small shards (several per subset for interleaving)."""
+    out = tmp_path_factory.mktemp("data") / "tfrecords"
+    run_cli("build", *source_flags(synth_v1), "--out", out, "--shard-size-mb", 1.2, "--quiet")
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["subsets"]["train"]["shards"]) >= 3
     return out
@@ -35,13 +31,13 @@ def built(tmp_path_factory):
 @pytest.fixture(scope="session")
 def recs(built):
     """s2_name → record (numpy, native shape) for every subset."""
-    manifest = data.load_manifest(built)
+    manifest = load_manifest(built)
     return {r["s2_name"]: r for s in manifest["subsets"] for r in iter_records(str(built), s)}
 
 
 @pytest.fixture(scope="session")
 def manifest(built):
-    return data.load_manifest(built)
+    return load_manifest(built)
 
 
 def _all(ds):
@@ -124,7 +120,7 @@ def test_bad_resize_method(built):
 def test_labels_are_the_in_distribution_slice(built, recs, manifest, subset):
     x, y = _all(data.make_dataset(built, subset, batch_size=16, include_names=True))
     in_dist = manifest["partition"]["in_distribution"]
-    assert data.in_distribution_classes(manifest) == [manifest["class_names"][i] for i in in_dist]
+    assert manifest.in_distribution_classes() == [manifest["class_names"][i] for i in in_dist]
     for name, row in zip(x["s2_name"].astype(str), y):
         multi_hot = np.array([c in recs[name]["labels"] for c in manifest["class_names"]], np.float32)
         np.testing.assert_array_equal(row, multi_hot[in_dist])
@@ -178,7 +174,7 @@ def test_repeat_and_drop_remainder(built, manifest):
 
 
 def _rewrite_train(built, tmp_path, edit, compression=None):
-    """A copy of the build whose train subset is one shard of edited records (the loader does not check sha256)."""
+    """A copy of the build whose train subset is one shard of edited records, listed in its manifest."""
     out = tmp_path / "copy"
     shutil.copytree(built, out)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -191,7 +187,7 @@ def _rewrite_train(built, tmp_path, edit, compression=None):
             arrays = {b: r[b] for b in data.S2_BANDS + data.S1_BANDS}
             w.write(records.encode(r["s2_name"], r["s1_name"], r["subset"], [index[c] for c in r["labels"]], arrays))
     manifest["compression"] = compression
-    manifest["subsets"]["train"]["shards"] = [{"file": name, "records": len(recs), "bytes": 0, "sha256": ""}]
+    manifest["subsets"]["train"]["shards"] = [{"file": name, "records": len(recs), "bytes": w.size, "sha256": w.sha256}]
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
 
@@ -227,33 +223,13 @@ def test_gzip_shards(built, tmp_path):
 
 
 def test_manifest_errors(built, tmp_path, manifest):
-    with pytest.raises(data.ManifestError, match="no manifest"):
-        data.load_manifest(tmp_path)
-    assert issubclass(data.ManifestError, ValueError)
-    bad = dict(manifest, schema_version=2)
-    (tmp_path / "manifest.json").write_text(json.dumps(bad))
-    with pytest.raises(data.ManifestError, match="schema_version 2"):
-        data.load_manifest(tmp_path)
-    assert data.load_manifest(built, partition=manifest["partition"])["schema_version"] == 1
-    other = {"in_distribution": list(range(2, 12)), "ood_train": [0, 1], "ood_test": list(range(12, 19))}
-    with pytest.raises(data.ManifestError, match=r"partition mismatch.*\[2, 3, 4, 5, 6, 7, 8, 9, 10, 11\]") as e:
-        data.load_manifest(built, partition=other)
-    assert "\n" not in str(e.value)
-    with pytest.raises(data.ManifestError, match=r"unknown subset 'nope'; available: train \(\d+\)"):
+    with pytest.raises(ManifestError, match="no manifest"):
+        data.make_dataset(tmp_path, "train", batch_size=4)
+    with pytest.raises(ManifestError, match=r"unknown subset 'nope'; available: train \(\d+\)"):
         data.make_dataset(built, "nope", batch_size=4)
-    empty = dict(manifest, subsets={**manifest["subsets"], "snow": {"count": 0, "shards": []}})
-    with pytest.raises(data.ManifestError, match="subset 'snow' is empty"):
-        data.make_dataset(built, "snow", batch_size=4, manifest=empty)
+    from tfrecords_builder import check_manifest
 
-
-def test_optional_subset_sizes(manifest):
-    """Evaluation skips the scenarios a build lacks instead of failing on them."""
-    from tf_fusion.config import ConfigError
-
-    assert data.subset_size(manifest, "train") == data.subset_count(manifest, "train") > 0
-    without = dict(manifest, subsets={k: v for k, v in manifest["subsets"].items() if k != "snow"})
-    empty = dict(manifest, subsets={**manifest["subsets"], "snow": {"count": 0, "shards": []}})
-    assert data.subset_size(without, "snow") == data.subset_size(empty, "snow") == 0
-    with pytest.raises(data.ManifestError, match="snow"):
-        data.subset_count(empty, "snow")
-    assert issubclass(data.ManifestError, ConfigError)  # every CLI reports it as one line
+    empty = check_manifest(dict(manifest.to_json(), subsets={**manifest["subsets"], "snow": {"count": 0, "shards": []}}),
+                           built)
+    with pytest.raises(ManifestError, match="subset 'snow' is empty"):
+        data.make_dataset(empty, "snow", batch_size=4)

@@ -1,6 +1,6 @@
 """SavedModel export (tf_fusion.export), the serving client (tf_fusion.serving) and prediction on
-GeoTIFF pairs (tf_fusion.predict), on conftest's smoke run with OOD heads and the 6 real example
-pairs of ../shared/bigearthnet. The model server itself cannot run here: REST payloads are decoded
+GeoTIFF pairs (tf_fusion.predict), on the session's smoke run with OOD heads and the 6 real
+example pairs of ../shared/bigearthnet. The model server itself cannot run here: REST payloads are decoded
 the way TF Serving decodes them and fed to the loaded signature."""
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ tf = pytest.importorskip("tensorflow")
 
 from conftest import REPO  # noqa: E402
 from tf_fusion import export, predict, serving  # noqa: E402
+from tf_fusion.runs import Run  # noqa: E402
 
 # per real pair: (optical_available, sar_available) — both, both, both, no optical, no SAR, neither
 FLAGS = np.array([[1, 1], [1, 1], [1, 1], [0, 1], [1, 0], [0, 0]], np.float32)
@@ -31,11 +32,8 @@ np.savez(sys.argv[3], **{k: v.numpy() for k, v in out.items()})
 
 
 @pytest.fixture(scope="module")
-def exported(ood_smoke_run, tmp_path_factory):
-    run, _ = ood_smoke_run
-    out = tmp_path_factory.mktemp("models") / "fusion" / "1"
-    assert export.main(["--run", str(run), "--out", str(out)]) == 0
-    return run, out
+def exported(smoke_run, smoke_export):
+    return smoke_run, smoke_export
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +64,13 @@ def reference(exported, real):
     (records encoded as the builder writes them, parsed by `make_parse_fn`)."""
     from tf_fusion import data
     from tf_fusion.adaptive import build_adaptive_model
-    from tf_fusion.ood import load_ood_heads, load_run
+    from tf_fusion.runs import Run
     from tfrecords_builder import records
 
-    run, _ = exported
-    config, summary, fusion = load_run(run)
-    heads = load_ood_heads(run)
-    adaptive = build_adaptive_model(fusion, heads["head_opt"], heads["head_sar"], with_availability=True)
-    manifest = data.load_manifest(summary["data_dir"])
+    run = Run(exported[0])
+    config, summary, fusion, heads = run.config, run.summary, run.load_model(), run.ood_heads()
+    adaptive = build_adaptive_model(fusion, heads["optical"][0], heads["sar"][0], with_availability=True)
+    manifest = run.manifest()
     raw = real[1]
     serialized = [records.encode(f"p{i}", f"q{i}", "test", [], {b: raw[b][i] for b in serving.S2_BANDS + serving.S1_BANDS})
                   for i in range(len(FLAGS))]
@@ -95,7 +92,8 @@ def test_layout_assets_and_saved_model_cli(exported, reference):
     assert not [d for d in os.listdir(model_dir.parent) if d != "1"]  # no temporary folder left behind
     assert (model_dir / "assets" / "class_names.txt").read_text().splitlines() == summary["classes"]
     config = json.loads((model_dir / "assets" / "serving.json").read_text())
-    assert config["threshold"] == 0.5 and config["image_size"] == 120 and config["class_names"] == summary["classes"]
+    assert config["threshold"] == 0.5 and config["image_size"] == Run(run).config["data"]["image_size"]
+    assert config["class_names"] == summary["classes"]
     assert config["bands"]["B8A"] == {"shape": [60, 60], "dtype": "uint16", **manifest["band_stats"]["B8A"]}
 
     cli = shutil.which("saved_model_cli", path=os.path.dirname(sys.executable)) or shutil.which("saved_model_cli")
@@ -104,8 +102,9 @@ def test_layout_assets_and_saved_model_cli(exported, reference):
     text = proc.stdout
     for name in serving.SIGNATURES:
         assert f"signature_def['{name}']" in text
-    for name in (*serving.RAW_INPUTS, *serving.PREPROCESSED_INPUTS):
-        assert f"inputs['{name}']" in text, name
+    for name in serving.SIGNATURES:
+        for key in serving.input_spec(name):
+            assert f"inputs['{key}']" in text, key
     for name in serving.OUTPUTS:
         assert f"outputs['{name}']" in text, name
     assert "DT_UINT16" in text and "DT_INT32" in text
@@ -137,7 +136,6 @@ def test_missing_modality_has_p_exactly_zero(fresh):
 def test_other_signatures_agree(exported, real, fresh, reference):
     _, model_dir = exported
     model = tf.saved_model.load(str(model_dir))
-    assert model.class_names.asset_path.numpy().decode().startswith(str(model_dir))
     raw = real[1]
     u16 = model.signatures[serving.SIGNATURE_RAW_UINT16](**{k: tf.constant(v) for k, v in raw.items()})
     np.testing.assert_allclose(u16["probabilities"].numpy(), fresh["probabilities"], atol=1e-6)
@@ -193,7 +191,7 @@ def test_grpc_request_and_warmup_file(exported, real):
     _, model_dir = exported
     request = serving.grpc_request(real[1], "fusion", version=1)
     assert request.model_spec.signature_name == "serving_default" and request.model_spec.version.value == 1
-    assert set(request.inputs) == set(serving.RAW_INPUTS)
+    assert set(request.inputs) == set(serving.input_spec(serving.SIGNATURE_RAW))
     np.testing.assert_array_equal(tf.make_ndarray(request.inputs["B01"]), real[1]["B01"].astype(np.float32))
     from tensorflow_serving.apis import prediction_log_pb2
 
@@ -279,28 +277,3 @@ def test_predict_root_writes_csv_of_all_pairs(exported, real_examples, fresh, tm
     assert float(rows[0]["p_o"]) == pytest.approx(float(fresh["p_optical_in_distribution"][0]), abs=1e-6)
     assert predict.main(["--model", str(tmp_path), "--root", root]) == 2
     assert "no saved_model.pb" in capsys.readouterr().err
-
-
-def test_archives_are_paired_like_the_builder_pairs_them(tmp_path):
-    from tfrecords_builder.synth import write_archive
-
-    for layout in ("v1", "v2"):
-        info = write_archive(str(tmp_path / layout), layout, 20, seed=4)
-        pairs, errors = predict.pairs_from_root(tmp_path / layout)
-        assert not errors and len(pairs) == 20
-        for pair in pairs:
-            assert os.path.isdir(pair.s2_dir) and os.path.isdir(pair.s1_dir)
-            if layout == "v1":  # the S1 JSON names its S2 partner
-                meta = json.loads((tmp_path / "v1" / "BigEarthNet-S1-v1.0" / pair.s1_name /
-                                   f"{pair.s1_name}_labels_metadata.json").read_text())
-                assert meta["corresponding_s2_patch"] == pair.s2_name
-        sample = serving.read_pair(pairs[0].s2_dir, pairs[0].s1_dir)
-        assert sample["B8A"].shape == (60, 60) and sample["VV"].dtype == np.float32
-    shutil.rmtree(tmp_path / "v2" / "BigEarthNet-S1")  # an S2-only download: S2 alone
-    pairs, _ = predict.pairs_from_root(tmp_path / "v2")
-    assert len(pairs) == 20 and all(p.s1_dir is None for p in pairs)
-    os.remove(info["metadata"])
-    with pytest.raises(predict.PredictError, match="pairs S2 and S1 through metadata.parquet"):
-        predict.pairs_from_root(tmp_path / "v2")
-    with pytest.raises(predict.PredictError, match="no BigEarthNet archive found"):
-        predict.pairs_from_root(tmp_path)

@@ -18,8 +18,8 @@ tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 from tf_fusion.backbones import BACKBONES, build_backbone  # noqa: E402
-from tf_fusion.model import (EarlyFusionModel, FusionModel, Squash, gate_inputs,  # noqa: E402
-                             per_sample_bce)
+from tf_fusion.model import EarlyFusionModel, FusionModel, Squash, gate_inputs  # noqa: E402
+from tf_fusion.passes import PASSES  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, CLASSES = 32, 5
@@ -148,23 +148,37 @@ def test_one_encoder_pass_gradient_equals_three_full_passes():
     grads = tape.gradient(loss, weights)
 
     np.testing.assert_allclose(float(loss), float(ref), rtol=1e-5)
-    assert set(per_sample) == {"fuse", "opt", "sar", "loss"}
+    assert set(per_sample) == {*(p.name for p in PASSES), "loss"}
     assert len(grads) == len(ref_grads) == len(weights)
     for g, r, v in zip(grads, ref_grads, weights):
         assert g is not None, v.path
         np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=1e-5, rtol=1e-5, err_msg=v.path)
 
 
-def test_stacked_head_passes_give_the_same_loss():
-    model = _tiny()
-    x, y = _batch(8, seed=4)
-    loss3, _ = model.compute_eq2_loss(x, y, training=False)
-    model._stack_head_passes = True
-    try:
-        loss1, _ = model.compute_eq2_loss(x, y, training=False)
-    finally:
-        model._stack_head_passes = False
-    np.testing.assert_allclose(float(loss1), float(loss3), rtol=1e-6)
+def _count_calls(monkeypatch, layer) -> list:
+    """Count the calls of ``layer`` (one per branch evaluation when run eagerly)."""
+    calls = []
+    original = layer.call
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(layer, "call", counted)
+    return calls
+
+
+def test_train_and_test_steps_run_each_branch_once_per_batch(monkeypatch):
+    """Eq. 2's claim: three passes of the head, one evaluation of each branch per batch."""
+    model = _tiny(pass_weights=(2.0, 1.0, 1.0))
+    counts = {"opt": _count_calls(monkeypatch, model.encoder_opt), "sar": _count_calls(monkeypatch, model.encoder_sar)}
+    head = _count_calls(monkeypatch, model.fusion_head)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), run_eagerly=True)
+    x, y = _batch(12, seed=9)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)  # 3 batches
+    assert (len(counts["opt"]), len(counts["sar"]), len(head)) == (3, 3, 3 * len(PASSES))
+    model.evaluate(x, y, batch_size=6, verbose=0)  # 2 batches
+    assert (len(counts["opt"]), len(counts["sar"]), len(head)) == (5, 5, 5 * len(PASSES))
 
 
 def test_zero_weight_passes_are_skipped():
@@ -173,7 +187,7 @@ def test_zero_weight_passes_are_skipped():
     loss, per_sample = baseline.compute_eq2_loss(x, y, training=True)
     assert set(per_sample) == {"fuse", "loss"}
     p = baseline(gate_inputs(x, 1, 1), training=True)["probabilities"]
-    np.testing.assert_allclose(float(loss), 2.0 * float(np.mean(per_sample_bce(y, p))), rtol=1e-5)
+    np.testing.assert_allclose(float(loss), 2.0 * _bce(y, np.asarray(p)).mean(), rtol=1e-5)
 
     opt_only = _tiny(pass_weights=(0.0, 1.0, 0.0))
     with tf.GradientTape() as tape:
@@ -190,19 +204,37 @@ def test_zero_weight_passes_are_skipped():
         np.testing.assert_array_equal(b, w.numpy())
 
 
+def _bce(y, p, eps=1e-7):
+    """Binary cross-entropy per sample (mean over classes), written out in NumPy (Keras clips to eps)."""
+    p = np.clip(np.asarray(p, np.float64), eps, 1 - eps)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=1)
+
+
 def test_fit_and_evaluate_logs():
-    model = _tiny(dropout=0.2)
+    """The logged validation losses and F-scores of every pass, against NumPy and scikit-learn on
+    the model's own predictions at that pass's gate setting."""
+    from sklearn.metrics import fbeta_score
+
+    model = _tiny(dropout=0.2, pass_weights=(2.0, 0.5, 1.0))
     x, y = _batch(16, seed=6)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     hist = model.fit(x, y, batch_size=8, epochs=1, validation_data=(x, y), verbose=0)
     names = [f"f{b}_{a}" for b in (1, 2) for a in ("samples", "micro", "macro")]
-    expected_val = {"loss", "loss_fuse", "loss_opt", "loss_sar", *names,
-                    *(f"opt_{n}" for n in names), *(f"sar_{n}" for n in names)}
-    assert set(hist.history) == {"loss", "loss_fuse", "loss_opt", "loss_sar", *(f"val_{n}" for n in expected_val)}
-    logs = model.evaluate(x, y, batch_size=8, return_dict=True, verbose=0)
+    expected_val = {"loss", *(f"loss_{p.name}" for p in PASSES), *(p.metric(n) for p in PASSES for n in names)}
+    assert set(hist.history) == {"loss", *(f"loss_{p.name}" for p in PASSES), *(f"val_{n}" for n in expected_val)}
+    logs = model.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
     assert set(logs) == expected_val
-    np.testing.assert_allclose(logs["loss"], 2 * logs["loss_fuse"] + logs["loss_opt"] + logs["loss_sar"], rtol=1e-5)
-    assert all(np.isfinite(v) for v in logs.values())
+    total = 0.0
+    for p, w in zip(PASSES, (2.0, 0.5, 1.0)):
+        probs = np.asarray(model(gate_inputs(x, p.lambda_opt, p.lambda_sar))["probabilities"])
+        bce = _bce(y, probs).mean()
+        np.testing.assert_allclose(logs[f"loss_{p.name}"], bce, rtol=1e-4, err_msg=p.name)
+        total += w * bce
+        for n in names:
+            beta, average = int(n[1]), n.split("_")[1]
+            want = fbeta_score(y, probs > 0.5, beta=beta, average=average, zero_division=0)
+            np.testing.assert_allclose(logs[p.metric(n)], want, atol=1e-6, err_msg=p.metric(n))
+    np.testing.assert_allclose(logs["loss"], total, rtol=1e-4)
 
     early = EarlyFusionModel(backbone="tiny", num_classes=CLASSES, image_size=SIZE)
     early.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -280,6 +312,7 @@ _MIRRORED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_mirrored_two_replicas_equal_one_device():
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
                TF_CPP_MIN_LOG_LEVEL="2")

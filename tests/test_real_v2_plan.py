@@ -2,6 +2,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from conftest import run_cli, shared_path
 
@@ -18,6 +19,7 @@ def _group(names, index):
     return None
 
 
+@pytest.mark.slow
 def test_plan_counts_match_pandas():
     meta = shared_path("v2", "metadata.parquet")
     extra = shared_path("v2", "metadata_for_patches_with_snow_cloud_or_shadow.parquet")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tf_fusion import paper_figures as pf
-from tf_fusion import report
+from tf_fusion import plots, report
+from tf_fusion.protocol import SCENARIOS
 
 SEED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.pardir,
                     "shared", "seed")
@@ -54,7 +55,7 @@ def test_paper_table1_matches_text():
         got = [pf.PAPER_TABLE1[scenario][metric][m] for m in pf.PAPER_METHODS]
         assert got == pytest.approx(values, abs=1e-9), (scenario, metric)
     assert {s: set(d) for s, d in pf.PAPER_TABLE1.items()} == {
-        s: {m for _, s2, m in PAPER_ROWS if s2 == s} for s in pf.PAPER_SCENARIO_NAMES}
+        s: {m for _, s2, m in PAPER_ROWS if s2 == s} for s in {s for _, s, _ in PAPER_ROWS}}
 
 
 # ----------------------------------------------------------------- extension, Tables 1–3
@@ -118,8 +119,8 @@ def test_supplement_shapes():
             "f1_micro", "f1_macro", "f1_samples", "f2_micro", "f2_macro", "f2_samples",
             "avg_entropy", "ece"}
         assert set(rows) == expected, scenario
-    assert set(pf.EXTENSION_TABLE2) == set(report.SCENARIOS)
-    assert set(pf.EXTENSION_TABLE3) == set(report.SCENARIOS) - {"clear"}
+    assert set(pf.EXTENSION_TABLE2) == {s.name for s in SCENARIOS}
+    assert set(pf.EXTENSION_TABLE3) == {s.name for s in SCENARIOS} - {"clear"}
     assert "sar_only" not in pf.EXTENSION_TABLE2["missing_sar"]["f1_micro"]
     assert "optical_only" not in pf.EXTENSION_TABLE2["missing_optical"]["ece"]
 
@@ -222,8 +223,8 @@ def test_paper_findings_are_checked():
 def test_render_table_empty_and_all_scenarios():
     assert len(report.render_table({"methods": {}}).splitlines()) == 2
     full = report.render_table({"methods": {}}, all_scenarios=True)
-    for label in report.SCENARIO_LABELS.values():
-        assert f"**{label}**" in full
+    for scenario in SCENARIOS:
+        assert f"**{scenario.label}**" in full
     assert _row(full, "Cloudy, hand-picked", "F1 (samples)¹")[2] == "– (0.3892) [0.41±0.04]"
 
 
@@ -245,20 +246,20 @@ def _fake_arrays(rng):
     }
 
 
-def test_write_report_writes_png(tmp_path):
+def test_write_plots_writes_png(tmp_path):
     rng = np.random.default_rng(0)
-    written = report.write_report(_fake_results(), str(tmp_path), arrays=_fake_arrays(rng))
-    assert set(written) == {"table.md", "entropy_histograms.png", "reliability.png",
-                            "ood_roc.png"}
-    md = (tmp_path / "table.md").read_text(encoding="utf-8")
-    assert md.startswith("# Results") and "0.781 (0.779)" in md
-    for name in ("entropy_histograms.png", "reliability.png", "ood_roc.png"):
+    written = plots.write_plots(_fake_arrays(rng), str(tmp_path))
+    assert set(written) == {"entropy_histograms.png", "reliability.png", "ood_roc.png"}
+    for name in written:
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n", name
         assert len(data) > 10_000, (name, len(data))
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
 
 
-def test_write_report_table_only(tmp_path):
-    written = report.write_report(_fake_results(), str(tmp_path / "out"))
-    assert list(written) == ["table.md"]
+def test_write_table(tmp_path):
+    path = report.write_table(_fake_results(), str(tmp_path / "out"))
     assert sorted(os.listdir(tmp_path / "out")) == ["table.md"]
+    md = open(path, encoding="utf-8").read()
+    assert md.startswith("# Results") and "0.781 (0.779)" in md
+    assert plots.write_plots({}, str(tmp_path / "out")) == {}

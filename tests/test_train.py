@@ -1,4 +1,5 @@
-"""`python -m tf_fusion.train --experiment smoke` end to end: it learns, logs, checkpoints and resumes."""
+"""`python -m tf_fusion.train --experiment smoke` end to end: it learns, logs, checkpoints, and a
+run interrupted at any write resumes to exactly the files of an uninterrupted run."""
 import csv
 import json
 import os
@@ -13,15 +14,14 @@ import pytest
 from sklearn.metrics import f1_score
 
 from conftest import REPO
+from smoke import SMOKE, smoke_overrides, summary
 
+keras = pytest.importorskip("keras")
+from tf_fusion import atomic, train  # noqa: E402
 
-def _train(run_dir, cache, *extra, check=True):
-    cmd = [sys.executable, "-m", "tf_fusion.train", "--experiment", "smoke", "--run-dir", str(run_dir),
-           "--set", f"data.cache_dir={cache}", *extra]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    if check and proc.returncode:
-        raise AssertionError(proc.stdout[-3000:] + proc.stderr[-3000:])
-    return proc
+# A short deterministic run for the resume tests: 3 epochs of 3 steps, with dropout so that the
+# dropout generators' state matters.
+SHORT = ["--set", "training.epochs=3", "--set", "training.steps_per_epoch=3", "--set", "model.dropout=0.3"]
 
 
 def _history(run_dir):
@@ -29,81 +29,187 @@ def _history(run_dir):
         return list(csv.DictReader(f))
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("train")
-    _train(base / "run", base / "cache")
-    return base / "run", base / "cache"
+def _train(run_dir, cache, *extra, capsys=None) -> int:
+    return train.main(["--experiment", SMOKE, "--run-dir", str(run_dir), *smoke_overrides(cache), *map(str, extra)])
 
 
-def test_smoke_learns_and_beats_constant_predictors(smoke_run):
-    run, _ = smoke_run
-    rows = _history(run)
+def test_smoke_learns_and_beats_constant_predictors(smoke_run, smoke_data):
+    rows = _history(smoke_run)
     assert [int(r["epoch"]) for r in rows] == list(range(len(rows))) and len(rows) >= 4
     assert float(rows[-1]["loss"]) < 0.8 * float(rows[0]["loss"])
     for key in ("loss_fuse", "loss_opt", "loss_sar", "val_f1_samples", "val_opt_f1_samples", "val_sar_f1_macro"):
         assert key in rows[0]
-    summary = json.loads((run / "summary.json").read_text())
     best = max(float(r["val_f1_samples"]) for r in rows)
-    assert summary["best"] == pytest.approx(best)
+    assert summary(smoke_run)["best"] == pytest.approx(best)
 
     # the best constant predictions on the same validation labels, scored by scikit-learn
     from tf_fusion.data import make_dataset
 
-    y = np.concatenate([b[1].numpy() for b in make_dataset(summary["data_dir"], "val", batch_size=64)])
+    y = np.concatenate([b[1].numpy() for b in make_dataset(smoke_data, "val", batch_size=64)])
     prior = y.mean(0)
     constants = [np.ones_like(y[0]), (prior >= 0.5).astype(float), *np.eye(y.shape[1])]
     constants += [(prior >= np.sort(prior)[-k]).astype(float) for k in range(1, y.shape[1] + 1)]
     best_constant = max(f1_score(y, np.tile(c, (len(y), 1)), average="samples", zero_division=0) for c in constants)
     assert best > best_constant + 0.05, (best, best_constant)
     for name in ("config.yaml", "best.keras", "final.keras"):
-        assert (run / name).exists()
-    assert any(f.startswith("events") for _, _, files in os.walk(run / "logs") for f in files)
+        assert (smoke_run / name).exists()
+    assert any(f.startswith("events") for _, _, files in os.walk(smoke_run / "logs") for f in files)
 
 
-def test_finished_run_is_not_redone_and_other_config_is_refused(smoke_run):
-    run, cache = smoke_run
-    before = (run / "best.keras").stat().st_mtime_ns
-    proc = _train(run, cache)
-    assert "already trained" in proc.stdout and (run / "best.keras").stat().st_mtime_ns == before
-    proc = _train(run, cache, "--set", "training.learning_rate=0.1", check=False)
-    assert proc.returncode == 2 and "different config" in proc.stderr
+def test_best_keras_is_the_best_epoch(smoke_run, smoke_data):
+    """best.keras holds the weights of the epoch with the best val_f1_samples: re-scored here."""
+    from sklearn.metrics import f1_score as f1
+
+    from tf_fusion.data import make_dataset
+    from tf_fusion.model import gate_inputs
+
+    model = keras.saving.load_model(smoke_run / "best.keras", compile=False)
+    xs, ys = zip(*[(x, y.numpy()) for x, y in make_dataset(smoke_data, "val", batch_size=64, image_size=model.image_size)])
+    p = np.concatenate([np.asarray(model(gate_inputs(x, 1.0, 1.0))["probabilities"]) for x in xs])
+    assert f1(np.concatenate(ys), p > 0.5, average="samples", zero_division=0) == pytest.approx(summary(smoke_run)["best"], abs=1e-5)
 
 
-def test_finished_run_on_other_data_is_refused(smoke_run, tmp_path):
+def test_console_line_shows_loss_parts_and_fused_f1(smoke_cache, tmp_path, capsys):
+    # a bad setting fails before anything is written, so the corrected command is not blocked
+    assert _train(tmp_path / "run", smoke_cache, "--set", "data.batch_size=0") == 2
+    assert "data.batch_size must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert _train(tmp_path / "run", smoke_cache, "--set", "training.epochs=1", "--set", "training.steps_per_epoch=2") == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 1/1")]
+    assert len(lines) == 1, lines
+    assert "(fuse " in lines[0] and "opt " in lines[0] and "sar " in lines[0] and "val F1 (samples)" in lines[0]
+    assert "val_opt_f1_macro" not in lines[0]  # the other metrics stay in TensorBoard and history.csv
+
+
+def test_finished_run_is_not_redone_and_other_config_is_refused(smoke_run, smoke_cache, capsys):
+    before = (smoke_run / "best.keras").stat().st_mtime_ns
+    assert _train(smoke_run, smoke_cache) == 0
+    assert "already trained" in capsys.readouterr().out and (smoke_run / "best.keras").stat().st_mtime_ns == before
+    assert _train(smoke_run, smoke_cache, "--set", "training.learning_rate=0.1") == 2
+    assert "different config" in capsys.readouterr().err
+
+
+def test_finished_run_on_other_data_is_refused(smoke_run, smoke_cache, tmp_path, capsys):
     """E.g. a run trained on a synthetic cache of an older generator: never reused silently."""
-    run, cache = smoke_run
     copy = tmp_path / "run"
-    shutil.copytree(run, copy)
-    summary = json.loads((copy / "summary.json").read_text())
-    (copy / "summary.json").write_text(json.dumps({**summary, "data_dir": str(tmp_path / "old-build")}))
-    proc = _train(copy, cache, check=False)
-    assert proc.returncode == 2 and "was trained on" in proc.stderr and "old-build" in proc.stderr
+    shutil.copytree(smoke_run, copy)
+    (copy / "summary.json").write_text(json.dumps({**summary(copy), "data_dir": str(tmp_path / "old-build")}))
+    assert _train(copy, smoke_cache) == 2
+    err = capsys.readouterr().err
+    assert "was trained on" in err and "old-build" in err
 
 
-def test_resume_after_kill_continues_from_last_epoch(smoke_run, tmp_path):
-    _, cache = smoke_run  # the synthetic build is reused from the cache
+def test_unknown_experiment_and_key_are_clear_errors(tmp_path, capsys):
+    assert train.main(["--experiment", "nope"]) == 2
+    assert "unknown experiment 'nope'" in capsys.readouterr().err
+    assert _train(tmp_path / "r", tmp_path / "c", "--set", "training.epoch=2") == 2
+    assert "unknown key 'training.epoch' (did you mean 'epochs'?)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ resuming
+def _weights(run_dir, name="final.keras"):
+    return [w.numpy() for w in keras.saving.load_model(os.path.join(run_dir, name), compile=True).weights]
+
+
+def _optimizer(run_dir):
+    model = keras.saving.load_model(os.path.join(run_dir, "final.keras"), compile=True)
+    return [v.numpy() for v in model.optimizer.variables]
+
+
+class Killed(BaseException):
+    """Stands for a kill: nothing after it runs, nothing catches it."""
+
+
+@pytest.fixture(scope="module")
+def reference(smoke_cache, tmp_path_factory):
+    """An uninterrupted SHORT run, and the number of files it publishes."""
+    run = tmp_path_factory.mktemp("reference") / "run"
+    writes = []
+    original = atomic._publish
+
+    def counted(tmp, path):
+        writes.append(os.path.relpath(path, run))
+        return original(tmp, path)
+
+    atomic._publish = counted
+    try:
+        assert _train(run, smoke_cache, *SHORT) == 0
+    finally:
+        atomic._publish = original
+    return run, writes
+
+
+def _same_run(run, ref):
+    """Exactly the files an uninterrupted run has: each epoch once in the history with the same
+    values, the same best value and weights, the same final weights and optimizer state."""
+    assert _history(run) == _history(ref)
+    got, want = summary(run), summary(ref)
+    for key in ("best", "best_epoch", "epochs", "monitor"):
+        assert got[key] == want[key], key
+    for name in ("final.keras", "best.keras"):
+        for a, b in zip(_weights(run, name), _weights(ref, name)):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    for a, b in zip(_optimizer(run), _optimizer(ref)):
+        np.testing.assert_array_equal(a, b)
+    assert not [f for f in os.listdir(run) if ".tmp" in f]
+
+
+def _killed_at(run, cache, write: int):
+    """Train SHORT into ``run``, killed while publishing its ``write``-th file (1-based)."""
+    count = {"n": 0}
+    original = atomic._publish
+
+    def maybe_kill(tmp, path):
+        count["n"] += 1
+        if count["n"] == write:
+            raise Killed(path)
+        return original(tmp, path)
+
+    atomic._publish = maybe_kill
+    try:
+        with pytest.raises(Killed):
+            _train(run, cache, *SHORT)
+    finally:
+        atomic._publish = original
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_an_uninterrupted_one(reference, smoke_cache, tmp_path):
+    """Killed in the middle of the second epoch's commit (its state record), rerun: weights,
+    optimizer state, history and best-so-far are those of the uninterrupted run."""
+    ref, writes = reference
+    second_state = [i for i, w in enumerate(writes, 1) if w.endswith("state.json")][1]
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "tf_fusion.train", "--experiment", "smoke", "--run-dir", str(run),
-           "--set", f"data.cache_dir={cache}", "--set", "training.epochs=5"]
+    _killed_at(run, smoke_cache, second_state)
+    assert len(_history(run)) == 1 and not (run / "summary.json").exists()
+    assert _train(run, smoke_cache, *SHORT) == 0
+    _same_run(run, ref)
+
+
+@pytest.mark.slow
+def test_a_kill_at_any_write_resumes_to_the_same_run(reference, smoke_cache, tmp_path):
+    ref, writes = reference
+    for i, path in enumerate(writes, 1):
+        run = tmp_path / f"kill-{i}"
+        _killed_at(run, smoke_cache, i)
+        assert _train(run, smoke_cache, *SHORT) == 0, path
+        _same_run(run, ref)
+
+
+@pytest.mark.slow
+def test_kill_9_resumes_from_the_last_committed_epoch(reference, smoke_cache, tmp_path):
+    ref, _ = reference
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tf_fusion.train", "--experiment", SMOKE, "--run-dir", str(run),
+           *smoke_overrides(smoke_cache), *SHORT]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if (run / "history.csv").exists() and len(_history(run)) >= 2:
+        if (run / "history.csv").exists() and len(_history(run)) >= 1:
             os.kill(proc.pid, signal.SIGKILL)
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     proc.wait()
-    killed_after = len(_history(run))
-    assert 2 <= killed_after < 5 and not (run / "summary.json").exists()
-    _train(run, cache, "--set", "training.epochs=5")
-    epochs = [int(r["epoch"]) for r in _history(run)]
-    assert epochs == list(range(5)), epochs  # each epoch once: it continued, it did not start over
-
-
-def test_unknown_experiment_and_key_are_clear_errors(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "tf_fusion.train", "--experiment", "nope"], cwd=REPO,
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and "unknown experiment 'nope'" in proc.stderr
-    proc = _train(tmp_path / "r", tmp_path / "c", "--set", "training.epoch=2", check=False)
-    assert proc.returncode == 2 and "unknown key 'training.epoch' (did you mean 'epochs'?)" in proc.stderr
+    assert not (run / "summary.json").exists()
+    assert _train(run, smoke_cache, *SHORT) == 0
+    _same_run(run, ref)

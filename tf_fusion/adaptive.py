@@ -1,18 +1,20 @@
 """Distribution-shift aware prediction (paper Eq. 3) and the one graph that serves it.
 
 The gates of the fusion network are treated as independent Bernoulli variables,
-``λ_opt ~ Ber(p_o)`` and ``λ_sar ~ Ber(p_s)``, where ``p_o`` / ``p_s`` are the OOD heads'
+``λ_opt ~ Ber(p_o)`` and ``λ_sar ~ Ber(p_s)``, where ``p_o`` / ``p_s`` are the OOD detectors'
 probabilities that each modality is in-distribution, and the prediction is their expectation::
 
     y = p_o·p_s·f_c(1,1) + p_o·(1−p_s)·f_c(1,0) + (1−p_o)·p_s·f_c(0,1) + (1−p_o)·(1−p_s)·0.5
 
-With neither modality left there is no evidence: that term is the constant 0.5 for every class,
-by construction (not the classifier's output at λ = (0, 0)). ``expected_prediction`` is the one
-place of this equation; ``ExpectedPrediction`` wraps it as a layer.
+one term per row of ``tf_fusion.passes.PASSES``, weighted by the probability of its gate
+setting, plus the no-evidence term: with neither modality left the prediction is the constant
+0.5 for every class, by construction (not the classifier's output at λ = (0, 0)).
+``expected_prediction`` is the one place of this equation; ``ExpectedPrediction`` wraps it as a
+layer.
 
 ``build_adaptive_model(fusion, head_opt, head_sar)`` is one functional graph over the trained
-layers (shared, not copied): each encoder runs once, the OOD heads read the embeddings, and the
-fusion head is applied to the shared embeddings with the three gate settings.
+layers (shared, not copied): each branch runs once, the OOD heads read the branch outputs, and
+the fusion head is applied to them once per pass (``FusionModel.head_passes``).
 """
 from __future__ import annotations
 
@@ -20,12 +22,7 @@ import keras
 from keras import layers, ops
 
 from .model import Gate  # importing tf_fusion.model also registers its layers for loading
-
-# Gate settings (λ_opt, λ_sar) of the three classifier terms of Eq. 3, by output name.
-GATE_SETTINGS = {"probabilities_non_adaptive": (1.0, 1.0),
-                 "probabilities_optical": (1.0, 0.0),
-                 "probabilities_sar": (0.0, 1.0)}
-NO_EVIDENCE = 0.5  # the (λ_opt, λ_sar) = (0, 0) term: no modality, no evidence
+from .passes import NO_EVIDENCE, PASSES
 
 
 def _column(p):
@@ -39,22 +36,29 @@ def _term(weight, y):
     return ops.where(ops.not_equal(weight, 0), ops.multiply(weight, y), ops.zeros_like(y))
 
 
-def expected_prediction(p_o, p_s, y_fuse, y_opt, y_sar):
+def setting_probability(p, gate: float):
+    """P(λ = gate) for λ ~ Ber(p): p for an open gate, 1 − p for a closed one."""
+    return p if gate else 1.0 - p
+
+
+def expected_prediction(p_o, p_s, predictions):
     """Eq. 3: the expected class probabilities under ``λ_opt ~ Ber(p_o)``, ``λ_sar ~ Ber(p_s)``.
 
     p_o, p_s: [B, 1] or [B] probabilities that the optical / SAR input is in-distribution.
-    y_fuse, y_opt, y_sar: [B, C] class probabilities of the fusion head with (λ_opt, λ_sar) =
-    (1, 1), (1, 0), (0, 1). Returns float32 [B, C] (a tensor; NumPy inputs are accepted).
+    predictions: {pass name: [B, C] class probabilities of the fusion head at that pass's gate
+    setting} for every row of PASSES. Returns float32 [B, C] (a tensor; NumPy inputs are accepted).
 
     A term whose weight is 0 contributes exactly 0, even where its prediction is not finite (a
-    missing modality), so p_o = p_s = 0 gives exactly 0.5 and p_o = p_s = 1 gives exactly y_fuse.
+    missing modality), so p_o = p_s = 0 gives exactly 0.5 and p_o = p_s = 1 gives exactly the
+    fused prediction.
     """
     p_o, p_s = _column(p_o), _column(p_s)
-    y_fuse, y_opt, y_sar = (ops.cast(y, "float32") for y in (y_fuse, y_opt, y_sar))
-    q_o, q_s = 1.0 - p_o, 1.0 - p_s
-    none = ops.multiply(ops.multiply(q_o, q_s), ops.full_like(y_fuse, NO_EVIDENCE))
-    return (_term(ops.multiply(p_o, p_s), y_fuse) + _term(ops.multiply(p_o, q_s), y_opt)
-            + _term(ops.multiply(q_o, p_s), y_sar) + none)
+    ys = {p.name: ops.cast(predictions[p.name], "float32") for p in PASSES}
+    out = ops.multiply(ops.multiply(1.0 - p_o, 1.0 - p_s), ops.full_like(ys[PASSES[0].name], NO_EVIDENCE))
+    for p in PASSES:
+        weight = ops.multiply(setting_probability(p_o, p.lambda_opt), setting_probability(p_s, p.lambda_sar))
+        out = out + _term(weight, ys[p.name])
+    return out
 
 
 def bernoulli_entropy(p):
@@ -88,13 +92,14 @@ class _Float32Layer(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tf_fusion")
 class ExpectedPrediction(_Float32Layer):
-    """``[p_o, p_s, y_fuse, y_opt, y_sar]`` → Eq. 3 (``expected_prediction``), float32 [B, C]."""
+    """``[p_o, p_s, {pass name: y}]`` → Eq. 3 (``expected_prediction``), float32 [B, C]."""
 
     def call(self, inputs):
-        return expected_prediction(*inputs)
+        p_o, p_s, predictions = inputs
+        return expected_prediction(p_o, p_s, predictions)
 
     def compute_output_shape(self, input_shapes):
-        return input_shapes[2]
+        return input_shapes[2][PASSES[0].name]
 
 
 class _PerSampleScore(_Float32Layer):
@@ -123,30 +128,12 @@ class Confidence(_PerSampleScore):
     _score = staticmethod(confidence)
 
 
-@keras.saving.register_keras_serializable(package="tf_fusion")
-class ConstantGate(_Float32Layer):
-    """Any [B, ...] tensor → a float32 [B, 1] column filled with ``value`` (a constant λ)."""
-
-    def __init__(self, value: float, **kwargs):
-        super().__init__(**kwargs)
-        self.value = float(value)
-
-    def call(self, like):
-        return ops.full((ops.shape(like)[0], 1), self.value, "float32")
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], 1)
-
-    def get_config(self):
-        return {**super().get_config(), "value": self.value}
-
-
 # ------------------------------------------------------------------------------------ model
 def build_adaptive_model(fusion, head_opt, head_sar, with_availability: bool = False) -> keras.Model:
     """One functional graph for Eq. 3, sharing the layers of ``fusion`` and the OOD heads.
 
-    fusion: a trained ``FusionModel`` (``encoder_opt``, ``encoder_sar``, ``fusion_head``);
-    head_opt / head_sar: OOD heads (``tf_fusion.ood.build_ood_head``), embedding → [B, 1].
+    fusion: a trained ``FusionModel`` (``branches``, ``head_passes``); head_opt / head_sar: OOD
+    heads (``tf_fusion.ood.build_ood_head``), branch output → [B, 1].
 
     Inputs ``{"s2": [B,H,W,12], "s1": [B,H,W,2]}``, plus, with ``with_availability``,
     ``"optical_available"`` and ``"sar_available"`` (float32 [B, 1], 1 = present, 0 = missing):
@@ -154,17 +141,15 @@ def build_adaptive_model(fusion, head_opt, head_sar, with_availability: bool = F
     exactly 0 and Eq. 3 falls back to the other one (or to 0.5 when both are missing), whatever
     its input holds. Outputs (all float32): ``probabilities`` (Eq. 3, [B, C]), ``p_optical`` and
     ``p_sar`` ([B, 1]), ``entropy`` and ``confidence`` of the adaptive probabilities ([B]), and
-    ``probabilities_non_adaptive`` / ``probabilities_optical`` / ``probabilities_sar`` (the
-    fusion head with λ = (1,1), (1,0), (0,1)). Each encoder runs once per call.
+    ``probabilities_<method>`` of every pass (the fusion head at that pass's gate setting).
+    Each branch runs once per call.
     """
-    for attr in ("encoder_opt", "encoder_sar", "fusion_head"):
-        if not hasattr(fusion, attr):
-            raise TypeError(f"build_adaptive_model needs a gated late-fusion model (FusionModel) with "
-                            f"{attr}; got {type(fusion).__name__}")
+    if not hasattr(fusion, "head_passes"):
+        raise TypeError(f"build_adaptive_model needs a gated late-fusion model (FusionModel); "
+                        f"got {type(fusion).__name__}")
     inputs = {"s2": keras.Input(tuple(fusion.encoder_opt.input.shape[1:]), name="s2"),
               "s1": keras.Input(tuple(fusion.encoder_sar.input.shape[1:]), name="s1")}
-    z_opt = fusion.encoder_opt(inputs["s2"])
-    z_sar = fusion.encoder_sar(inputs["s1"])
+    z_opt, z_sar = fusion.branches(inputs)
     p_o = head_opt(z_opt)
     p_s = head_sar(z_sar)
     if with_availability:
@@ -172,20 +157,14 @@ def build_adaptive_model(fusion, head_opt, head_sar, with_availability: bool = F
         inputs["sar_available"] = keras.Input((1,), name="sar_available")
         p_o = Gate(dtype="float32", name="available_opt")([p_o, inputs["optical_available"]])
         p_s = Gate(dtype="float32", name="available_sar")([p_s, inputs["sar_available"]])
-    one = ConstantGate(1.0, name="lambda_one")(p_o)
-    zero = ConstantGate(0.0, name="lambda_zero")(p_o)
-    lam = {1.0: one, 0.0: zero}
-    passes = {key: fusion.fusion_head([z_opt, z_sar, lam[lo], lam[ls]])
-              for key, (lo, ls) in GATE_SETTINGS.items()}
-    probs = ExpectedPrediction(name="expected_prediction")(
-        [p_o, p_s, passes["probabilities_non_adaptive"], passes["probabilities_optical"],
-         passes["probabilities_sar"]])
+    predictions = fusion.head_passes(z_opt, z_sar)
+    probs = ExpectedPrediction(name="expected_prediction")([p_o, p_s, predictions])
     outputs = {
         "probabilities": probs,
         "p_optical": p_o,
         "p_sar": p_s,
         "entropy": BernoulliEntropy(name="entropy")(probs),
         "confidence": Confidence(name="confidence")(probs),
-        **passes,
+        **{p.output: predictions[p.name] for p in PASSES},
     }
     return keras.Model(inputs, outputs, name="adaptive_fusion")

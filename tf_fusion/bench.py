@@ -34,11 +34,13 @@ import time
 
 import numpy as np
 
+from tfrecords_builder import BAND_SIZE, S2_BANDS
 
-def _prepare_build(work: str, pairs: int, seed: int) -> str:
-    from tfrecords_builder.synth import ensure_build
 
-    return ensure_build(work, "v1", pairs, seed, workers=2, progress=False)
+def _prepare_build(work: str, pairs: int, seed: int):
+    from tfrecords_builder import ensure_synthetic_build, load_manifest
+
+    return load_manifest(ensure_synthetic_build(work, "v1", pairs, seed, workers=2, progress=False))
 
 
 def rasterio_samples(pairs, s2_root: str, s1_root: str, stats: dict, size: int = 120):
@@ -46,18 +48,15 @@ def rasterio_samples(pairs, s2_root: str, s1_root: str, stats: dict, size: int =
     import rasterio
     from rasterio.enums import Resampling
 
-    from tfrecords_builder import images, layout
-
-    from .data import S1_BANDS, S2_BANDS
+    from tfrecords_builder import GDAL_ENV, S1_BANDS, S2_BANDS, band_paths
 
     s2_mean = np.array([stats[b]["mean"] for b in S2_BANDS], np.float32)
     s2_std = np.array([stats[b]["std"] for b in S2_BANDS], np.float32)
     s1_mean = np.array([stats[b]["mean"] for b in S1_BANDS], np.float32)
     s1_std = np.array([stats[b]["std"] for b in S1_BANDS], np.float32)
-    with rasterio.Env(**images.GDAL_ENV):
+    with rasterio.Env(**GDAL_ENV):
         for s2_name, s1_name in pairs:
-            s2_dir, s1_dir = layout.v1_dirs(s2_root, s1_root, s2_name, s1_name)
-            paths = layout.band_paths(s2_dir, s2_name, s1_dir, s1_name)
+            paths = band_paths(os.path.join(s2_root, s2_name), s2_name, os.path.join(s1_root, s1_name), s1_name)
             planes = {}
             for band, path in paths.items():
                 with rasterio.open(path) as src:
@@ -70,15 +69,15 @@ def rasterio_samples(pairs, s2_root: str, s1_root: str, stats: dict, size: int =
             yield (s2 - s2_mean) / s2_std, (s1 - s1_mean) / s1_std
 
 
-def _agreement(data, out, manifest, subset, s1_of) -> None:
+def _agreement(data, manifest, subset, s1_of) -> None:
     """Print how far the two readers' outputs for one sample are apart (same work on both sides)."""
-    inputs, _ = next(iter(data.make_dataset(out, subset, batch_size=1, include_names=True, manifest=manifest)))
+    inputs, _ = next(iter(data.make_dataset(manifest, subset, batch_size=1, include_names=True)))
     name = inputs["s2_name"].numpy()[0].decode()
     source = manifest["source"]
     s2, s1 = next(rasterio_samples([(name, s1_of[name])], source["s2_root"], source["s1_root"], manifest["band_stats"]))
     diff = np.abs(inputs["s2"].numpy()[0] - s2)
-    native = [i for i, b in enumerate(data.S2_BANDS) if manifest["bands"][b]["shape"][0] == 120]
-    other = [i for i in range(len(data.S2_BANDS)) if i not in native]
+    native = [i for i, b in enumerate(S2_BANDS) if BAND_SIZE[b] == 120]
+    other = [i for i in range(len(S2_BANDS)) if i not in native]
     print(f"agreement on {name}: max |tf - rasterio| 10 m bands {diff[..., native].max():.2g}, "
           f"S1 {np.abs(inputs['s1'].numpy()[0] - s1).max():.2g}; resampled 20/60 m bands: "
           f"mean {diff[..., other].mean():.2g}, max {diff[..., other].max():.2g} (GDAL vs TF bilinear)")
@@ -113,15 +112,14 @@ def bench_pipeline(args) -> int:
 
     work = args.dir or tempfile.mkdtemp(prefix="tf-fusion-bench-")
     try:
-        out = _prepare_build(work, args.pairs, args.seed)
-        manifest = data.load_manifest(out)
-        subsets = [s for s, e in manifest["subsets"].items() if e["count"]]
-        pairs = [(r["s2_name"], r["s1_name"]) for s in subsets for r in iter_records(out, s)]
+        manifest = _prepare_build(work, args.pairs, args.seed)
+        subsets = [s for s in manifest["subsets"] if manifest.subset_size(s)]
+        pairs = [(r["s2_name"], r["s1_name"]) for s in subsets for r in iter_records(manifest.dir, s)]
         n = len(pairs)
         print(f"pairs: {n} in subsets {', '.join(subsets)}; {os.cpu_count()} CPUs", flush=True)
 
         # One long-lived iterator, as a training loop has: tf.data's autotuner keeps its state.
-        ds = data.make_dataset(out, subsets, batch_size=args.batch_size, training=False, repeat=True, manifest=manifest)
+        ds = data.make_dataset(manifest, subsets, batch_size=args.batch_size, training=False, repeat=True)
         iterator = iter(ds)
         per_pass = -(-n // args.batch_size)
 
@@ -146,7 +144,7 @@ def bench_pipeline(args) -> int:
 
         run_rasterio(1)  # warm-up: page cache
         rio_rate, rio_cpu, _ = _timed(run_rasterio, max(1, args.passes - 1))
-        _agreement(data, out, manifest, subsets[0], dict(pairs))
+        _agreement(data, manifest, subsets[0], dict(pairs))
         print(f"tf.data pipeline (batch {args.batch_size}, 120x120 bilinear, normalised): "
               f"{tf_rate:8.1f} samples/s  ({tf_cpu:.2f} CPU ms/sample)")
         print(f"per-sample rasterio read (14 files, out_shape bilinear, normalised): "
@@ -225,24 +223,18 @@ def bench_predict(args) -> int:
     return 0
 
 
-def _bench_manifest() -> dict:
-    """The parts of a manifest that export needs: band shapes, dtypes and plausible statistics."""
-    from tfrecords_builder.nomenclature import BAND_DTYPE, BAND_SIZE, BANDS
-
-    bands = {b: {"shape": [BAND_SIZE[b]] * 2, "dtype": BAND_DTYPE[b]} for b in BANDS}
-    stats = {b: {"mean": 1000.0 + 50 * i, "std": 600.0} for i, b in enumerate(BANDS[:-2])}
+def _band_stats() -> dict:
+    """Plausible per-band statistics (what export needs of a manifest)."""
+    stats = {b: {"mean": 1000.0 + 50 * i, "std": 600.0} for i, b in enumerate(S2_BANDS)}
     stats.update(VV={"mean": -12.0, "std": 5.0}, VH={"mean": -19.0, "std": 5.0})
-    return {"bands": bands, "band_stats": stats}
+    return stats
 
 
-def _raw_batch(rng, manifest, batch: int) -> dict:
+def _raw_batch(rng, band_stats: dict, batch: int) -> dict:
     """Random request inputs of `serving_default`: bands at native size around the statistics."""
-    from tfrecords_builder.nomenclature import S2_BANDS
-
     out = {}
-    for band, entry in manifest["bands"].items():
-        size, stats = entry["shape"], manifest["band_stats"][band]
-        x = rng.normal(stats["mean"], stats["std"], (batch, *size))
+    for band, stats in band_stats.items():
+        x = rng.normal(stats["mean"], stats["std"], (batch, BAND_SIZE[band], BAND_SIZE[band]))
         out[band] = np.clip(x, 0, 10000).astype(np.float32).round() if band in S2_BANDS else x.astype(np.float32)
     out["optical_available"] = np.ones(batch, np.float32)
     out["sar_available"] = np.ones(batch, np.float32)
@@ -262,10 +254,10 @@ def bench_serve(args) -> int:
     from .ood import build_ood_head
 
     rng = np.random.default_rng(0)
-    manifest = _bench_manifest()
+    band_stats = _band_stats()
     batch = args.batch_size
-    raw = {k: tf.constant(v) for k, v in _raw_batch(rng, manifest, batch).items()}
-    pre = make_preprocess_fn(manifest)({b: raw[b] for b in manifest["bands"]})
+    raw = {k: tf.constant(v) for k, v in _raw_batch(rng, band_stats, batch).items()}
+    pre = make_preprocess_fn(band_stats)({b: raw[b] for b in band_stats})
     flags = {f: tf.reshape(raw[f], [-1, 1]) for f in serving.FLAGS}
     work = tempfile.mkdtemp(prefix="tf-fusion-bench-serve-")
     try:
@@ -275,7 +267,7 @@ def bench_serve(args) -> int:
             heads = [build_ood_head(enc.output.shape[-1], name=name)
                      for enc, name in ((fusion.encoder_opt, "ood_opt"), (fusion.encoder_sar, "ood_sar"))]
             adaptive = build_adaptive_model(fusion, *heads, with_availability=True)
-            out = export_model(adaptive, manifest, os.path.join(work, backbone, "1"),
+            out = export_model(adaptive, band_stats, os.path.join(work, backbone, "1"),
                                class_names=[f"c{i}" for i in range(12)], log=lambda *_: None)
             loaded = tf.saved_model.load(out)  # kept: its variables live as long as it does
             signatures = loaded.signatures

@@ -2,16 +2,21 @@
 
 An experiment file holds only what differs from `DEFAULTS` (it may name a `base:` experiment to
 start from). Every key is checked: a typo is an error that names the key and suggests the closest
-known one, never a silently ignored setting. The resolved config is written into the run folder.
+known one, never a silently ignored setting, and every value against its valid range (`RULES`)
+before anything is written. The resolved config is written into the run folder and read back
+through `load_experiment`, the same loader.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
+import math
 import os
-import sys
 
 import yaml
+
+from tfrecords_builder import DEFAULT_PARTITION
 
 EXPERIMENTS_DIR = os.environ.get(
     "TF_FUSION_EXPERIMENTS", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
@@ -31,9 +36,10 @@ DEFAULTS = {
         "shuffle_buffer": 2048,
         "augment": True,
         "deterministic": False,
+        "verify": False,  # sha256 of every shard before reading (always: each exists with its recorded size)
         "seed": 0,
         # the manifest must have been built with this partition (0-based 19-class indices)
-        "partition": {"in_distribution": list(range(2, 14)), "ood_train": [0, 1], "ood_test": list(range(14, 19))},
+        "partition": DEFAULT_PARTITION.to_json(),
     },
     "model": {
         "kind": "late_fusion",  # late_fusion (the paper's gated fusion) | early_fusion (stacked bands)
@@ -110,22 +116,8 @@ DEFAULTS = {
     },
 }
 
-_MISSING = object()
-
-
 class ConfigError(ValueError):
     """An unknown experiment, key or value, or an unusable run or data folder; the message names it."""
-
-
-def run_cli(action, *more_errors) -> int:
-    """Exit status of a command-line entry point running ``action()``: 0, or 2 after one
-    ``error: ...`` line on stderr for a ConfigError (or one of ``more_errors``), never a traceback."""
-    try:
-        action()
-    except (ConfigError, *more_errors) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
 
 
 def experiment_path(name: str) -> str:
@@ -219,27 +211,126 @@ def apply_overrides(config: dict, overrides) -> dict:
 
 
 def load_experiment(name: str, overrides=()) -> dict:
-    """The resolved experiment: DEFAULTS ← base chain ← the YAML file ← `overrides`."""
+    """The resolved experiment: DEFAULTS ← base chain ← the YAML file ← `overrides`, checked
+    against `RULES`. A run's `config.yaml` is read back through here too."""
     path = experiment_path(name)
     config = apply_overrides(_resolve_file(path), overrides)
     if not config["name"]:
         config["name"] = os.path.splitext(os.path.basename(path))[0]
+    validate(config)
     return config
 
 
-def get(config: dict, dotted: str, default=_MISSING):
+# ------------------------------------------------------------------------------------ ranges
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """A number in [lo, hi] (an open end excludes the bound; None: unbounded)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    integer: bool = False
+
+    def holds(self, v) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (self.integer and not isinstance(v, int)):
+            return False
+        if not math.isfinite(v):
+            return False
+        above = self.lo is None or (v > self.lo if self.lo_open else v >= self.lo)
+        below = self.hi is None or (v < self.hi if self.hi_open else v <= self.hi)
+        return above and below
+
+    def __str__(self) -> str:
+        what = "an integer" if self.integer else "a number"
+        if self.hi is None:
+            return f"{what} {'>' if self.lo_open else '>='} {self.lo:g}"
+        return f"{what} in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+
+
+POSITIVE_INT, COUNT, POSITIVE, NON_NEGATIVE = Range(1, integer=True), Range(0, integer=True), Range(0, lo_open=True), Range(0)
+FRACTION = Range(0, 1, hi_open=True)
+# Every numeric or enumerated setting and what it may be (None: also allowed where listed).
+RULES = {
+    "data.synthetic.pairs": Range(20, integer=True),
+    "data.synthetic.seed": COUNT,
+    "data.synthetic.workers": POSITIVE_INT,
+    "data.synthetic.layout": ("v1", "v2"),
+    "data.image_size": Range(8, integer=True),
+    "data.resize_method": ("bilinear", "nearest", "bicubic", "area"),
+    "data.batch_size": POSITIVE_INT,
+    "data.shuffle_buffer": COUNT,
+    "data.seed": COUNT,
+    "model.kind": ("late_fusion", "early_fusion"),
+    "model.backbone": ("resnet50", "resnet18", "tiny"),
+    "model.dropout": FRACTION,
+    "training.epochs": POSITIVE_INT,
+    "training.steps_per_epoch": (None, POSITIVE_INT),
+    "training.optimizer": ("adam", "adamw", "sgd"),
+    "training.learning_rate": POSITIVE,
+    "training.weight_decay": NON_NEGATIVE,
+    "training.lr_schedule": ("constant", "cosine"),
+    "training.pass_weights.fuse": NON_NEGATIVE,
+    "training.pass_weights.opt": NON_NEGATIVE,
+    "training.pass_weights.sar": NON_NEGATIVE,
+    "training.monitor_mode": ("max", "min"),
+    "training.mixed_precision": (None, "mixed_float16", "mixed_bfloat16"),
+    "training.distribute": (None, "mirrored"),
+    "training.seed": COUNT,
+    "ood.dropout": FRACTION,
+    "ood.epochs": POSITIVE_INT,
+    "ood.batch_size": POSITIVE_INT,
+    "ood.learning_rate": POSITIVE,
+    "ood.seed": COUNT,
+    "evaluation.batch_size": POSITIVE_INT,
+    "evaluation.threshold": Range(0, 1, lo_open=True, hi_open=True),
+    "evaluation.ece_bins": POSITIVE_INT,
+    "evaluation.corruption_std": NON_NEGATIVE,
+    "evaluation.seed": COUNT,
+}
+
+
+def _at(config: dict, dotted: str):
     node = config
     for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            if default is not _MISSING:
-                return default
-            raise ConfigError(f"unknown key {dotted!r}")
         node = node[key]
     return node
 
 
-def dump(config: dict, path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        yaml.safe_dump(config, f, sort_keys=False, default_flow_style=None)
-    os.replace(tmp, path)
+def _allowed(rule, value) -> bool:
+    options = rule if isinstance(rule, tuple) else (rule,)
+    return any(o.holds(value) if isinstance(o, Range) else value == o for o in options)
+
+
+def _describe(rule) -> str:
+    options = rule if isinstance(rule, tuple) else (rule,)
+    return " or ".join("null" if o is None else str(o) if isinstance(o, Range) else repr(o) for o in options)
+
+
+def validate(config: dict) -> None:
+    """Every value against `RULES`, and the settings that only make sense together; one
+    ConfigError line naming the key, what it must be and what it got."""
+    for key, rule in RULES.items():
+        value = _at(config, key)
+        if not _allowed(rule, value):
+            raise ConfigError(f"{key} must be {_describe(rule)}, got {value!r}")
+    weights = config["training"]["pass_weights"]
+    if not sum(weights.values()) > 0:
+        raise ConfigError(f"training.pass_weights must not all be 0, got {weights}")
+    for key, positive in (("ood.augment_range", True), ("ood.sar_augment_db", False)):
+        bounds = _at(config, key)
+        if bounds is None:
+            continue
+        ok = (isinstance(bounds, list) and len(bounds) == 2 and all(Range().holds(b) for b in bounds)
+              and bounds[0] <= bounds[1] and (not positive or bounds[0] > 0))
+        if not ok:
+            raise ConfigError(f"{key} must be null or [lo, hi] with {'0 < ' if positive else ''}lo <= hi, got {bounds!r}")
+    hidden = config["ood"]["hidden"]
+    if not isinstance(hidden, list) or not all(POSITIVE_INT.holds(h) for h in hidden):
+        raise ConfigError(f"ood.hidden must be a list of positive layer sizes, got {hidden!r}")
+    try:
+        from tfrecords_builder import Partition
+
+        Partition.from_json(config["data"]["partition"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"data.partition is not a class partition ({e})") from None

@@ -26,42 +26,41 @@ watching MODEL_BASE never loads half a model.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import tempfile
 
 import numpy as np
 
-from . import config as cfg
-from . import serving
+from . import atomic, cli, serving
+from .config import ConfigError
+from .passes import FUSED
+from .runs import EXPORT, Run
 
-EXPORT_SUBDIR = os.path.join("export", "1")  # where `train_and_evaluate` puts a run's model
 CLASS_NAMES_FILE = "class_names.txt"
 SERVING_FILE = "serving.json"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
-class ExportError(cfg.ConfigError):
+class ExportError(ConfigError):
     """The run cannot be exported or the output folder is not usable; the message says why (a
     ConfigError, so the train CLI reports it as one line too)."""
 
 
 # ------------------------------------------------------------------------------ the graph
-def _signature_specs() -> dict:
-    """signature name → {input name: tf.TensorSpec}: spatial sizes are left open in the spec and
-    checked in the graph, so a wrong size is a named InvalidArgument error on any server."""
+def _signature_specs(image_size: int) -> dict:
+    """signature name → {input name: tf.TensorSpec}, from the client's `serving.input_spec` (one
+    spec for both sides). Spatial sizes are left open and checked in the graph, so a wrong size
+    is a named InvalidArgument error on any server; the dtype is the first one the client accepts."""
     import tensorflow as tf
 
-    flags = {f: tf.TensorSpec([None], tf.float32, name=f) for f in serving.FLAGS}
-    raw = {b: tf.TensorSpec([None, None, None], tf.float32, name=b) for b in serving.S2_BANDS + serving.S1_BANDS}
-    raw_u16 = {b: tf.TensorSpec([None, None, None], tf.uint16 if b in serving.S2_BANDS else tf.float32, name=b)
-               for b in raw}
-    pre = {"s2": tf.TensorSpec([None, None, None, len(serving.S2_BANDS)], tf.float32, name="s2"),
-           "s1": tf.TensorSpec([None, None, None, len(serving.S1_BANDS)], tf.float32, name="s1")}
-    return {serving.SIGNATURE_RAW: {**raw, **flags}, serving.SIGNATURE_RAW_UINT16: {**raw_u16, **flags},
-            serving.SIGNATURE_PREPROCESSED: {**pre, **flags}}
+    def spec(name, shape, dtypes):
+        dims = [None] * len(shape) if len(shape) < 3 else [None] * (len(shape) - 1) + [shape[-1]]
+        return tf.TensorSpec([None, *dims], dtypes[0], name=name)
+
+    return {signature: {name: spec(name, shape, dtypes)
+                        for name, (shape, dtypes) in serving.input_spec(signature, image_size).items()}
+            for signature in serving.SIGNATURES}
 
 
 def _checked(inputs: dict, shapes: dict) -> dict:
@@ -98,21 +97,15 @@ def _zero_missing(x, available):
                    lambda: tf.where(tf.reshape(available, [-1, 1, 1, 1]) > 0, x, tf.zeros_like(x)))
 
 
-def serving_functions(adaptive, manifest, *, image_size: int, resize_method: str, threshold: float) -> dict:
+def serving_functions(adaptive, band_stats: dict, *, image_size: int, resize_method: str, threshold: float) -> dict:
     """signature name → tf.function (with its input signature) over the in-memory `adaptive` model."""
     import tensorflow as tf
 
     from .data import make_preprocess_fn
 
-    preprocess = make_preprocess_fn(manifest, image_size=image_size, resize_method=resize_method)
-    native = {b: tuple(int(n) for n in manifest["bands"][b]["shape"]) for b in serving.S2_BANDS + serving.S1_BANDS}
-    for b, shape in native.items():
-        if shape != (serving.BAND_SIZE[b],) * 2:
-            raise ExportError(f"manifest band {b} has shape {list(shape)}; "
-                              f"BigEarthNet's is {[serving.BAND_SIZE[b]] * 2}")
-    flags = {f: () for f in serving.FLAGS}
-    s = int(image_size)
-    pre_shapes = {"s2": (s, s, len(serving.S2_BANDS)), "s1": (s, s, len(serving.S1_BANDS)), **flags}
+    preprocess = make_preprocess_fn(band_stats, image_size=image_size, resize_method=resize_method)
+    shapes = {name: {k: shape for k, (shape, _) in serving.input_spec(name, image_size).items()}
+              for name in serving.SIGNATURES}
     threshold = float(threshold)
 
     def predict(s2, s1, optical_available, sar_available):
@@ -126,18 +119,18 @@ def serving_functions(adaptive, manifest, *, image_size: int, resize_method: str
                 "p_sar_in_distribution": tf.reshape(res["p_sar"], [-1]),
                 "entropy": tf.reshape(res["entropy"], [-1]),
                 "confidence": tf.reshape(res["confidence"], [-1]),
-                "probabilities_non_adaptive": res["probabilities_non_adaptive"]}
+                "probabilities_non_adaptive": res[FUSED.output]}
 
     def raw(x):
-        x = _checked(x, {**native, **flags})
-        inputs = preprocess({b: x[b] for b in native})
+        x = _checked(x, shapes[serving.SIGNATURE_RAW])
+        inputs = preprocess({b: x[b] for b in serving.S2_BANDS + serving.S1_BANDS})
         return predict(inputs["s2"], inputs["s1"], x["optical_available"], x["sar_available"])
 
     def preprocessed(x):
-        x = _checked(x, pre_shapes)
+        x = _checked(x, shapes[serving.SIGNATURE_PREPROCESSED])
         return predict(x["s2"], x["s1"], x["optical_available"], x["sar_available"])
 
-    specs = _signature_specs()
+    specs = _signature_specs(image_size)
     bodies = {serving.SIGNATURE_RAW: raw, serving.SIGNATURE_RAW_UINT16: raw,
               serving.SIGNATURE_PREPROCESSED: preprocessed}
     return {name: tf.function(body, input_signature=[specs[name]]) for name, body in bodies.items()}
@@ -156,16 +149,15 @@ def _target(out: str, overwrite: bool) -> str:
     return out
 
 
-def _warmup_inputs(manifest, n: int = 1) -> dict:
+def _warmup_inputs(band_stats: dict, n: int = 1) -> dict:
     """A small, plausible request: every band at its training mean, both modalities present."""
-    stats = manifest["band_stats"]
-    sample = {b: np.full((serving.BAND_SIZE[b],) * 2, stats[b]["mean"], serving.BAND_DTYPE[b])
+    sample = {b: np.full((serving.BAND_SIZE[b],) * 2, band_stats[b]["mean"], serving.BAND_DTYPE[b])
               for b in serving.S2_BANDS + serving.S1_BANDS}
     sample.update({f: np.float32(1.0) for f in serving.FLAGS})
     return serving.stack_samples([sample] * n)
 
 
-def write_warmup(model_dir: str, manifest, image_size: int, log=print) -> bool:
+def write_warmup(model_dir: str, band_stats: dict, image_size: int, log=print) -> bool:
     """assets.extra/tf_serving_warmup_requests (one PredictRequest per signature) if
     tensorflow-serving-api is installed; False (and a log line) when it is not."""
     try:
@@ -175,7 +167,7 @@ def write_warmup(model_dir: str, manifest, image_size: int, log=print) -> bool:
         return False
     import tensorflow as tf
 
-    raw = _warmup_inputs(manifest)
+    raw = _warmup_inputs(band_stats)
     s = int(image_size)
     batch = len(raw["B02"])
     pre = {"s2": np.zeros((batch, s, s, len(serving.S2_BANDS)), "float32"),
@@ -193,52 +185,47 @@ def write_warmup(model_dir: str, manifest, image_size: int, log=print) -> bool:
     return True
 
 
-def export_model(adaptive, manifest, out, *, class_names, image_size: int = 120, resize_method: str = "bilinear",
-                 threshold: float = 0.5, info=None, overwrite: bool = False, log=print) -> str:
+def export_model(adaptive, band_stats: dict, out, *, class_names, image_size: int = 120,
+                 resize_method: str = "bilinear", threshold: float = 0.5, info=None, overwrite: bool = False,
+                 log=print) -> str:
     """Write `adaptive` (a `build_adaptive_model(..., with_availability=True)` graph) with the
-    three signatures, class names and serving.json to `out` (= MODEL_BASE/VERSION); returns it."""
+    three signatures, class names and serving.json to `out` (= MODEL_BASE/VERSION); returns it.
+
+    The version is staged in a hidden folder beside it (not a version name: servers skip it) and
+    moved into place whole; `--overwrite` renames the old version aside first, so a server never
+    sees half a model. Hidden staging folders a killed export left behind are removed."""
     import keras
-    import tensorflow as tf
 
     out = _target(out, overwrite)
     class_names = [str(c) for c in class_names]
     n_out = adaptive.output["probabilities"].shape[-1]
     if len(class_names) != n_out:
         raise ExportError(f"{len(class_names)} class names for a model with {n_out} outputs")
-    functions = serving_functions(adaptive, manifest, image_size=image_size, resize_method=resize_method,
+    functions = serving_functions(adaptive, band_stats, image_size=image_size, resize_method=resize_method,
                                   threshold=threshold)
     base = os.path.dirname(out)
     os.makedirs(base, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=base)  # not a version name: servers skip it
+    for leftover in atomic.remove_leftovers(base):
+        log(f"removed {leftover}, left by an interrupted export")
+    work = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", suffix=".tmp", dir=base)
     try:
-        meta = os.path.join(work, "meta")
-        os.makedirs(meta)
-        with open(os.path.join(meta, CLASS_NAMES_FILE), "w", encoding="utf-8") as f:
-            f.write("".join(c + "\n" for c in class_names))
-        description = {
-            "class_names": class_names, "threshold": float(threshold), "image_size": int(image_size),
-            "resize_method": resize_method, "signatures": list(serving.SIGNATURES), "outputs": list(serving.OUTPUTS),
-            "bands": {b: {"shape": [serving.BAND_SIZE[b]] * 2, "dtype": serving.BAND_DTYPE[b],
-                          **{k: float(manifest["band_stats"][b][k]) for k in ("mean", "std")}}
-                      for b in serving.S2_BANDS + serving.S1_BANDS},
-            "s2_channels": list(serving.S2_BANDS), "s1_channels": list(serving.S1_BANDS), **(info or {})}
-        with open(os.path.join(meta, SERVING_FILE), "w", encoding="utf-8") as f:
-            json.dump(description, f, indent=1)
-
         archive = keras.export.ExportArchive()
         archive.track(adaptive)
         for name, fn in functions.items():
             archive.add_endpoint(name, fn)
-        # ExportArchive saves its `_tf_trackable`; Asset objects reachable from it land in assets/
-        # (track() keeps only lookup-table resources, so it cannot carry plain files).
-        archive._tf_trackable.class_names = tf.saved_model.Asset(os.path.join(meta, CLASS_NAMES_FILE))
-        archive._tf_trackable.serving_config = tf.saved_model.Asset(os.path.join(meta, SERVING_FILE))
-        model_dir = os.path.join(work, "model")
-        archive.write_out(model_dir, verbose=False)
-        write_warmup(model_dir, manifest, image_size, log)
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(model_dir, out)
+        archive.write_out(work, verbose=False)
+        # plain files beside the graph's own assets: TF Serving copies the folder whole
+        description = {
+            "class_names": class_names, "threshold": float(threshold), "image_size": int(image_size),
+            "resize_method": resize_method, "signatures": list(serving.SIGNATURES), "outputs": list(serving.OUTPUTS),
+            "bands": {b: {"shape": [serving.BAND_SIZE[b]] * 2, "dtype": serving.BAND_DTYPE[b],
+                          **{k: float(band_stats[b][k]) for k in ("mean", "std")}}
+                      for b in serving.S2_BANDS + serving.S1_BANDS},
+            "s2_channels": list(serving.S2_BANDS), "s1_channels": list(serving.S1_BANDS), **(info or {})}
+        atomic.write_text(os.path.join(work, "assets", CLASS_NAMES_FILE), "".join(c + "\n" for c in class_names))
+        atomic.write_json(os.path.join(work, "assets", SERVING_FILE), description)
+        write_warmup(work, band_stats, image_size, log)
+        atomic.replace_dir(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log(f"{out}: SavedModel with signatures {', '.join(serving.SIGNATURES)}; {len(class_names)} classes")
@@ -247,42 +234,39 @@ def export_model(adaptive, manifest, out, *, class_names, image_size: int = 120,
 
 def export_run(run_dir, out=None, *, overwrite: bool = False, log=print) -> str:
     """Export a finished run with trained OOD heads to `out` (default RUN_DIR/export/1)."""
-    from . import data as tfdata
     from .adaptive import build_adaptive_model
-    from .ood import load_ood_heads, load_run
+    from .protocol import OPTICAL, SAR
 
-    run_dir = os.fspath(run_dir)
-    out = _target(out or os.path.join(run_dir, EXPORT_SUBDIR), overwrite)  # fail before loading anything
-    config, summary, fusion = load_run(run_dir)
-    heads = load_ood_heads(run_dir)
+    run = Run.finished_run(run_dir)
+    out = _target(out or run.file(EXPORT, "1"), overwrite)  # fail before loading anything
+    heads = run.ood_heads()
     if heads is None:
-        raise ExportError(f"{run_dir}: no OOD heads (ood_opt.keras, ood_sar.keras); train them first: "
-                          f"python -m tf_fusion.ood --run {run_dir}")
+        raise ExportError(f"{run.path}: no OOD heads (ood_opt.keras, ood_sar.keras); train them first: "
+                          f"python -m tf_fusion.ood --run {run.path}")
+    fusion = run.load_model()
     try:
-        adaptive = build_adaptive_model(fusion, heads["head_opt"], heads["head_sar"], with_availability=True)
+        adaptive = build_adaptive_model(fusion, heads[OPTICAL][0], heads[SAR][0], with_availability=True)
     except TypeError as e:
-        raise ExportError(f"{run_dir}: {e}") from None
-    data_cfg = {**cfg.DEFAULTS["data"], **(config.get("data") or {})}
-    ev = {**cfg.DEFAULTS["evaluation"], **(config.get("evaluation") or {})}
-    manifest = tfdata.load_manifest(summary.get("data_dir") or data_cfg["dir"], partition=data_cfg["partition"])
-    classes = summary.get("classes") or tfdata.in_distribution_classes(manifest)
-    info = {"run_dir": os.path.abspath(run_dir), "experiment": summary.get("experiment"),
-            "backbone": (config.get("model") or {}).get("backbone"),
-            "val_auroc_optical": heads["val_auroc_optical"], "val_auroc_sar": heads["val_auroc_sar"]}
+        raise ExportError(f"{run.path}: {e}") from None
+    config, summary = run.config, run.summary
+    info = {"run_dir": os.path.abspath(run.path), "experiment": summary["experiment"],
+            "backbone": config["model"]["backbone"],
+            "val_auroc_optical": heads[OPTICAL][1], "val_auroc_sar": heads[SAR][1]}
     info = {k: (None if isinstance(v, float) and v != v else v) for k, v in info.items()}  # NaN → null
-    return export_model(adaptive, manifest, out, class_names=classes,
-                        image_size=int(getattr(fusion, "image_size", data_cfg["image_size"])),
-                        resize_method=data_cfg["resize_method"], threshold=ev["threshold"], info=info,
-                        overwrite=overwrite, log=log)
+    return export_model(adaptive, run.manifest()["band_stats"], out, class_names=summary["classes"],
+                        image_size=config["data"]["image_size"], resize_method=config["data"]["resize_method"],
+                        threshold=config["evaluation"]["threshold"], info=info, overwrite=overwrite, log=log)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tf_fusion.export", description=__doc__.split("\n\n")[0])
+    p = cli.parser("tf_fusion.export", "Export the adaptive model of a finished run (with its OOD heads) as a "
+                   "SavedModel version folder for TF Serving.",
+                   "python -m tf_fusion.export --run runs/demo --out models/fusion/1")
     p.add_argument("--run", required=True, help="a finished training run with OOD heads (tf_fusion.train / tf_fusion.ood)")
     p.add_argument("--out", help="MODEL_BASE/VERSION, e.g. models/fusion/1 (default RUN/export/1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
     args = p.parse_args(argv)
-    return cfg.run_cli(lambda: export_run(args.run, args.out, overwrite=args.overwrite))
+    return cli.run(lambda: export_run(args.run, args.out, overwrite=args.overwrite))
 
 
 if __name__ == "__main__":

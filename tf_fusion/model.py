@@ -3,17 +3,15 @@
 One functional graph serves every modality combination: the gates ``lambda_opt`` and
 ``lambda_sar`` are per-sample *inputs* of shape [B, 1]::
 
-    z_opt = f_opt(s2)          z_sar = f_sar(s1)                       (encoders, run once)
+    z_opt = f_opt(s2)          z_sar = f_sar(s1)                       (branches, run once)
     fuse  = [λ_opt · σ(z_opt), λ_sar · σ(z_sar)]                       (Eq. 1, ``fusion_head``)
     ŷ     = sigmoid(Dense(Dropout(fuse)))                              (f_c, ``fusion_head``)
 
-``FusionModel.train_step`` implements Eq. 2: the encoders run once per batch and the head is
-applied to the shared embeddings with (λ_opt, λ_sar) = (1, 1), (1, 0), (0, 1) — three head calls
-on B rows, each with its own dropout mask. (Stacking the three settings into one call on 3B rows,
-``FusionModel._stack_head_passes = True``, gives the same result; on CPU it measured 25–35 %
-slower for the head's forward+backward with ResNet18/50 embeddings because of the concatenation
-and split, and equal for ``tiny``; either way the head is < 1 % of a training step.) ``EarlyFusionModel`` is the BigEarthNet-MM style baseline that stacks
-both modalities' bands into one backbone.
+``FusionModel.head_passes`` applies the fusion head to shared branch outputs for any list of
+gate settings (rows of ``tf_fusion.passes.PASSES``); the Eq. 2 train step and the Eq. 3 graph
+(``tf_fusion.adaptive``) both go through it, so the branches run once per batch in either.
+``EarlyFusionModel`` is the BigEarthNet-MM style baseline that stacks both modalities' bands
+into one backbone.
 """
 from __future__ import annotations
 
@@ -24,10 +22,12 @@ from keras import layers, ops
 
 from .backbones import build_backbone
 from .metrics import SamplesFBeta
+from .passes import PASSES, weights_tuple
 
 INPUT_KEYS = ("s2", "s1", "lambda_opt", "lambda_sar")
-# (name, λ_opt, λ_sar) of the three passes of Eq. 2, in the order of ``pass_weights``.
-PASSES = (("fuse", 1.0, 1.0), ("opt", 1.0, 0.0), ("sar", 0.0, 1.0))
+F_METRICS = tuple(f"f{beta}_{average}" for beta in (1, 2) for average in ("samples", "micro", "macro"))
+
+
 @keras.saving.register_keras_serializable(package="tf_fusion")
 class Squash(layers.Layer):
     """Eq. 1's squashing σ(z) = 2·(sigmoid(z) − 0.5), mapping each feature into (−1, 1).
@@ -63,25 +63,31 @@ class Gate(layers.Layer):
         return input_shapes[0]
 
 
-def gate_inputs(inputs: dict, lambda_opt, lambda_sar) -> dict:
-    """A copy of ``inputs`` ({"s2", "s1", ...}) with float32 [B, 1] gate columns added.
+def gate_column(like, value):
+    """A float32 [B, 1] column filled with ``value``, B the batch size of ``like`` (any rank ≥ 2).
 
-    ``lambda_opt`` / ``lambda_sar``: a scalar (same gate for every sample) or a [B] / [B, 1] array.
-    NumPy inputs get NumPy gates (so ``model.predict`` can batch them), anything else tensors.
+    The one way a constant λ is made: it works eagerly, inside a traced train step and on
+    symbolic Keras tensors (the Eq. 3 graph), and it serializes with the graph.
     """
+    first = like[(slice(None),) + (0,) * (len(like.shape) - 2) + (slice(0, 1),)]
+    return ops.full_like(ops.cast(first, "float32"), value)
+
+
+def gate_inputs(inputs: dict, lambda_opt, lambda_sar) -> dict:
+    """A copy of ``inputs`` ({"s2", "s1", ...}) with float32 [B, 1] gate columns added, the
+    model's input format. ``lambda_opt`` / ``lambda_sar``: a scalar (the same gate for every
+    sample) or one gate per sample ([B] or [B, 1]). NumPy inputs get NumPy gates (Keras refuses
+    a mix, and ``model.predict`` batches NumPy), tensors get tensors (``gate_column``)."""
     out = dict(inputs)
-    if isinstance(inputs["s2"], np.ndarray):
-        batch = inputs["s2"].shape[0]
-        for key, value in (("lambda_opt", lambda_opt), ("lambda_sar", lambda_sar)):
-            value = np.asarray(value, "float32")
-            out[key] = np.ascontiguousarray(np.broadcast_to(value.reshape(-1, 1) if value.ndim else value,
-                                                            (batch, 1)))
-        return out
-    batch = tf.shape(inputs["s2"])[0]
+    numpy = isinstance(inputs["s2"], np.ndarray)
+    batch = len(inputs["s2"]) if numpy else None
     for key, value in (("lambda_opt", lambda_opt), ("lambda_sar", lambda_sar)):
-        value = tf.cast(tf.convert_to_tensor(value), tf.float32)
-        out[key] = tf.broadcast_to(tf.reshape(value, (-1, 1)) if value.shape.rank else value,
-                                   tf.stack([batch, 1]))
+        if numpy:
+            out[key] = np.ascontiguousarray(np.broadcast_to(np.asarray(value, "float32").reshape(-1, 1), (batch, 1)))
+        elif np.ndim(value) == 0:
+            out[key] = gate_column(inputs["s2"], float(value))
+        else:
+            out[key] = ops.reshape(ops.cast(value, "float32"), (-1, 1))
     return out
 
 
@@ -91,23 +97,24 @@ def per_sample_bce(y_true, y_prob):
     return keras.losses.binary_crossentropy(ops.cast(y_true, "float32"), ops.cast(y_prob, "float32"))
 
 
-def _f_metrics(prefix: str) -> list[keras.metrics.Metric]:
-    """F1 and F2 at threshold 0.5 with samples, micro and macro averaging, named ``{prefix}f1_samples`` …"""
+def f_metrics(prefix: str = "", num_classes: int | None = None) -> list[keras.metrics.Metric]:
+    """F1 and F2 at threshold 0.5 with samples, micro and macro averaging, named ``{prefix}f1_samples`` …
+
+    With ``num_classes`` their state variables are created now (under the caller's strategy
+    scope) rather than lazily inside the first traced step, in a replica context."""
     out = []
-    for beta in (1, 2):
-        out.append(SamplesFBeta(beta=float(beta), threshold=0.5, name=f"{prefix}f{beta}_samples"))
-        for average in ("micro", "macro"):
-            out.append(keras.metrics.FBetaScore(average=average, beta=float(beta), threshold=0.5,
-                                                name=f"{prefix}f{beta}_{average}"))
+    for name in F_METRICS:
+        beta, average = float(name[1]), name.split("_")[1]
+        if average == "samples":
+            out.append(SamplesFBeta(beta=beta, threshold=0.5, name=prefix + name))
+        else:
+            out.append(keras.metrics.FBetaScore(average=average, beta=beta, threshold=0.5, name=prefix + name))
+    if num_classes is not None:
+        empty = np.zeros((1, num_classes), "float32")
+        for m in out:
+            m.update_state(empty, empty)
+            m.reset_state()
     return out
-
-
-def _build_metrics(metrics, num_classes: int):
-    # Create every state variable now (under the caller's strategy scope), not lazily in a
-    # replica context inside the first traced step.
-    for m in metrics:
-        if isinstance(m, keras.metrics.FBetaScore) and not m._built:
-            m._build((None, num_classes), (None, num_classes))
 
 
 def _sample_weight_vector(sample_weight):
@@ -121,18 +128,18 @@ def _regularization(model) -> tf.Tensor | None:
     return tf.add_n([ops.cast(l, "float32") for l in model.losses])
 
 
-def _apply_gradients(model, tape, scaled_loss):
-    """Gradients of ``scaled_loss`` (``optimizer.scale_loss(loss)``, taken inside the tape, as in
-    keras' TensorFlowTrainer.train_step: a no-op unless the optimizer is a LossScaleOptimizer —
-    mixed_float16 — or has a loss_scale_factor; apply_gradients unscales) applied to the trainable
-    weights that have one (an encoder no active pass uses has none)."""
+def _minimize(model, tape, loss) -> None:
+    """One optimizer step on ``loss`` recorded by ``tape``: scaled inside the tape as Keras' own
+    train step does (a no-op unless mixed_float16's LossScaleOptimizer; apply_gradients unscales),
+    applied to the trainable weights that have a gradient (a branch no active pass uses has none)."""
     weights = model.trainable_weights
-    grads = tape.gradient(scaled_loss, weights)
-    pairs = [(g, v) for g, v in zip(grads, weights) if g is not None]
-    model.optimizer.apply_gradients(pairs)
+    grads = tape.gradient(loss, weights)
+    model.optimizer.apply_gradients([(g, v) for g, v in zip(grads, weights) if g is not None])
 
 
 def _build_fusion_head(dim_opt: int, dim_sar: int, num_classes: int, dropout: float) -> keras.Model:
+    """f_c with Eq. 1 in front: σ on each branch output, the per-sample gates, concatenation,
+    dropout, the sigmoid classifier."""
     z_opt = keras.Input((dim_opt,), name="z_opt")
     z_sar = keras.Input((dim_sar,), name="z_sar")
     lam_opt = keras.Input((1,), name="lambda_opt")
@@ -154,6 +161,11 @@ def _model_inputs(image_size: int, s2_channels: int, s1_channels: int) -> dict:
         "lambda_opt": keras.Input((1,), name="lambda_opt"),
         "lambda_sar": keras.Input((1,), name="lambda_sar"),
     }
+
+
+def _check_dropout(dropout: float) -> None:
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
 
 class _ConfiguredModel(keras.Model):
@@ -184,16 +196,14 @@ class FusionModel(_ConfiguredModel):
 
     Inputs ``{"s2": [B,H,W,12], "s1": [B,H,W,2], "lambda_opt": [B,1], "lambda_sar": [B,1]}``
     (see ``gate_inputs``); outputs ``{"probabilities": [B, num_classes] float32,
-    "embedding_opt": z_opt, "embedding_sar": z_sar}`` (raw encoder outputs, before σ).
+    "embedding_opt": z_opt, "embedding_sar": z_sar}`` (raw branch outputs, before σ).
 
-    ``pass_weights = (w_fuse, w_opt, w_sar)`` of Eq. 2; a zero weight skips its pass (and an
-    encoder no remaining pass needs). ``(w, 0, 0)`` is the fused-pass-only baseline.
-    Training logs ``loss``, ``loss_fuse``, ``loss_opt``, ``loss_sar`` (the active passes);
-    evaluation logs all four plus ``f{1,2}_{samples,micro,macro}`` of the fused prediction and
-    the same with ``opt_`` / ``sar_`` prefixes for the single-modality predictions.
+    ``pass_weights``: the Eq. 2 weight of each row of ``PASSES`` (w_fuse, w_opt, w_sar); a zero
+    weight skips its pass (and a branch no remaining pass needs). ``(w, 0, 0)`` is the
+    fused-pass-only baseline. Training logs ``loss`` and ``loss_<pass>`` of the active passes;
+    evaluation logs every pass's loss and ``<prefix>f{1,2}_{samples,micro,macro}`` per pass.
     """
 
-    _stack_head_passes = False  # True: one head call on the 3 gate settings stacked (3B rows)
     _config_args = ("backbone", "num_classes", "image_size", "s2_channels", "s1_channels", "dropout",
                     "pass_weights", "synchronized_bn")
 
@@ -201,11 +211,10 @@ class FusionModel(_ConfiguredModel):
                  s2_channels: int = 12, s1_channels: int = 2, dropout: float = 0.0,
                  pass_weights=(2.0, 1.0, 1.0), synchronized_bn: bool = True, **kwargs):
         pass_weights = tuple(float(w) for w in pass_weights)
-        if len(pass_weights) != 3 or min(pass_weights) < 0 or sum(pass_weights) <= 0:
-            raise ValueError("pass_weights must be three non-negative (w_fuse, w_opt, w_sar), "
-                             f"not all zero; got {pass_weights}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if len(pass_weights) != len(PASSES) or min(pass_weights) < 0 or sum(pass_weights) <= 0:
+            raise ValueError(f"pass_weights must be {len(PASSES)} non-negative weights "
+                             f"({', '.join('w_' + p.name for p in PASSES)}), not all zero; got {pass_weights}")
+        _check_dropout(dropout)
         # === Layers ===
         encoder_opt = build_backbone(backbone, (image_size, image_size, s2_channels), "opt_",
                                      synchronized_bn=synchronized_bn)
@@ -227,61 +236,55 @@ class FusionModel(_ConfiguredModel):
         self.fusion_head = fusion_head
         # === Metrics ===
         self.loss_trackers = {name: keras.metrics.Mean(name=name)
-                              for name in ("loss", "loss_fuse", "loss_opt", "loss_sar")}
-        self.val_metrics = _f_metrics("") + _f_metrics("opt_") + _f_metrics("sar_")
-        _build_metrics(self.val_metrics, num_classes)
+                              for name in ("loss", *(f"loss_{p.name}" for p in PASSES))}
+        self.val_metrics = {p.name: f_metrics(p.prefix, num_classes) for p in PASSES}
+
+    # --- the passes --------------------------------------------------------------------------
+
+    def active_passes(self) -> list:
+        """(pass, weight) of the rows of PASSES with a non-zero Eq. 2 weight."""
+        return [(p, w) for p, w in zip(PASSES, self.pass_weights) if w > 0]
+
+    def branches(self, inputs, training=None, need_opt=True, need_sar=True):
+        """(z_opt, z_sar): each branch run once. A branch no pass looks at is not run: its gate
+        is 0, so zeros stand in for it exactly."""
+        z_opt = self.encoder_opt(inputs["s2"], training=training) if need_opt else None
+        z_sar = self.encoder_sar(inputs["s1"], training=training) if need_sar else None
+        if z_opt is None:
+            z_opt = ops.zeros((ops.shape(z_sar)[0], *self.encoder_opt.output.shape[1:]), z_sar.dtype)
+        if z_sar is None:
+            z_sar = ops.zeros((ops.shape(z_opt)[0], *self.encoder_sar.output.shape[1:]), z_opt.dtype)
+        return z_opt, z_sar
+
+    def head_passes(self, z_opt, z_sar, passes=PASSES, training=None) -> dict:
+        """{pass name: class probabilities} of the fusion head on the shared branch outputs, one
+        head call per gate setting (eager, traced or symbolic)."""
+        return {p.name: self.fusion_head([z_opt, z_sar, gate_column(z_opt, p.lambda_opt),
+                                          gate_column(z_opt, p.lambda_sar)], training=training)
+                for p in passes}
 
     # --- Eq. 2 -------------------------------------------------------------------------------
 
-    def active_passes(self) -> list[tuple[str, float, float, float]]:
-        """(name, weight, λ_opt, λ_sar) of the passes with non-zero weight."""
-        return [(name, w, lo, ls) for (name, lo, ls), w in zip(PASSES, self.pass_weights) if w > 0]
-
-    def _embed(self, inputs, training, need_opt=True, need_sar=True):
-        z_opt = self.encoder_opt(inputs["s2"], training=training) if need_opt else None
-        z_sar = self.encoder_sar(inputs["s1"], training=training) if need_sar else None
-        # An encoder no pass looks at is not run; its gate is 0, so zeros stand in exactly.
-        if z_opt is None:
-            z_opt = ops.zeros((ops.shape(z_sar)[0], self.encoder_opt.output.shape[-1]), z_sar.dtype)
-        if z_sar is None:
-            z_sar = ops.zeros((ops.shape(z_opt)[0], self.encoder_sar.output.shape[-1]), z_opt.dtype)
-        return z_opt, z_sar
-
-    def head_passes(self, z_opt, z_sar, gates, training=False) -> list:
-        """Class probabilities of the fusion head for each (λ_opt, λ_sar) in ``gates`` on the
-        shared embeddings (one head call per setting, or one stacked call, see the module doc)."""
-        k = len(gates)
-        batch = ops.shape(z_opt)[0]
-        if not self._stack_head_passes:
-            return [self.fusion_head([z_opt, z_sar, ops.full((batch, 1), lo, "float32"),
-                                      ops.full((batch, 1), ls, "float32")], training=training)
-                    for lo, ls in gates]
-        ones = ops.ones((batch, 1), "float32")
-        lam_opt = ops.concatenate([ones * lo for lo, _ in gates], axis=0)
-        lam_sar = ops.concatenate([ones * ls for _, ls in gates], axis=0)
-        if k > 1:
-            z_opt = ops.concatenate([z_opt] * k, axis=0)
-            z_sar = ops.concatenate([z_sar] * k, axis=0)
-        probs = self.fusion_head([z_opt, z_sar, lam_opt, lam_sar], training=training)
-        return ops.split(probs, k, axis=0) if k > 1 else [probs]
+    def _weighted_total(self, per_sample: dict):
+        """Σ_pass w_pass · BCE_pass over the passes present in ``per_sample`` ([B])."""
+        return tf.add_n([w * per_sample[p.name] for p, w in zip(PASSES, self.pass_weights) if p.name in per_sample
+                         and w > 0])
 
     def compute_eq2_loss(self, inputs, y, training=True, sample_weight=None):
-        """Eq. 2 on one batch: encoders once, the head on the shared embeddings per active pass.
+        """Eq. 2 on one batch: branches once, the head on the shared outputs per active pass.
 
         Returns ``(loss, per_sample)``: ``loss`` is this replica's share of the global-batch
         mean of Σ_k w_k·BCE_k (``tf.nn.compute_average_loss``) plus the scaled regularization
-        losses, the value to differentiate; ``per_sample`` maps ``"fuse"``/``"opt"``/``"sar"``
-        (active passes) and ``"loss"`` (the weighted sum, plus regularization) to [B] losses.
+        losses, the value to differentiate; ``per_sample`` maps each active pass name and
+        ``"loss"`` (the weighted sum, plus regularization) to [B] losses.
         """
-        passes = self.active_passes()
-        need_opt = any(lo > 0 for _, _, lo, _ in passes)
-        need_sar = any(ls > 0 for _, _, _, ls in passes)
-        z_opt, z_sar = self._embed(inputs, training, need_opt, need_sar)
-        probs = self.head_passes(z_opt, z_sar, [(lo, ls) for _, _, lo, ls in passes], training)
-        per_sample = {name: per_sample_bce(y, p) for (name, _, _, _), p in zip(passes, probs)}
-        total = tf.add_n([w * per_sample[name] for name, w, _, _ in passes])
-        sample_weight = _sample_weight_vector(sample_weight)
-        loss = tf.nn.compute_average_loss(total, sample_weight=sample_weight)
+        passes = [p for p, _ in self.active_passes()]
+        z_opt, z_sar = self.branches(inputs, training, any(p.lambda_opt for p in passes),
+                                     any(p.lambda_sar for p in passes))
+        probs = self.head_passes(z_opt, z_sar, passes, training)
+        per_sample = {name: per_sample_bce(y, p) for name, p in probs.items()}
+        total = self._weighted_total(per_sample)
+        loss = tf.nn.compute_average_loss(total, sample_weight=_sample_weight_vector(sample_weight))
         reg = _regularization(self)
         if reg is not None:
             loss = loss + tf.nn.scale_regularization_loss(reg)
@@ -294,29 +297,24 @@ class FusionModel(_ConfiguredModel):
         with tf.GradientTape() as tape:
             loss, per_sample = self.compute_eq2_loss(x, y, training=True, sample_weight=sample_weight)
             scaled_loss = self.optimizer.scale_loss(loss)
-        _apply_gradients(self, tape, scaled_loss)
+        _minimize(self, tape, scaled_loss)
         sw = _sample_weight_vector(sample_weight)
         logs = {}
-        for name in ("loss", "fuse", "opt", "sar"):
-            if name in per_sample:
-                key = name if name == "loss" else f"loss_{name}"
-                self.loss_trackers[key].update_state(per_sample[name], sample_weight=sw)
-                logs[key] = self.loss_trackers[key].result()
+        for name, value in per_sample.items():
+            key = name if name == "loss" else f"loss_{name}"
+            self.loss_trackers[key].update_state(value, sample_weight=sw)
+            logs[key] = self.loss_trackers[key].result()
         return logs
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        z_opt, z_sar = self._embed(x, training=False)
-        probs = dict(zip(("fuse", "opt", "sar"),
-                         self.head_passes(z_opt, z_sar, [(lo, ls) for _, lo, ls in PASSES], False)))
+        probs = self.head_passes(*self.branches(x, training=False), PASSES, training=False)
         sw = _sample_weight_vector(sample_weight)
-        losses = {name: per_sample_bce(y, p) for name, p in probs.items()}
-        total = tf.add_n([w * losses[name] for (name, _, _), w in zip(PASSES, self.pass_weights)])
-        self.loss_trackers["loss"].update_state(total, sample_weight=sw)
-        for name, value in losses.items():
+        per_sample = {name: per_sample_bce(y, p) for name, p in probs.items()}
+        self.loss_trackers["loss"].update_state(self._weighted_total(per_sample), sample_weight=sw)
+        for name, value in per_sample.items():
             self.loss_trackers[f"loss_{name}"].update_state(value, sample_weight=sw)
-        for i, name in enumerate(("fuse", "opt", "sar")):
-            for m in self.val_metrics[6 * i:6 * (i + 1)]:
+            for m in self.val_metrics[name]:
                 m.update_state(y, probs[name], sample_weight=sw)
         return {m.name: m.result() for m in self.metrics}
 
@@ -324,8 +322,7 @@ class FusionModel(_ConfiguredModel):
     def metrics(self):
         if not hasattr(self, "val_metrics"):  # during the functional __init__
             return []
-        return [*self.loss_trackers.values(), *self.val_metrics]
-
+        return [*self.loss_trackers.values(), *(m for ms in self.val_metrics.values() for m in ms)]
 
 
 @keras.saving.register_keras_serializable(package="tf_fusion")
@@ -344,8 +341,7 @@ class EarlyFusionModel(_ConfiguredModel):
     def __init__(self, backbone: str = "tiny", num_classes: int = 12, image_size: int = 120,
                  s2_channels: int = 12, s1_channels: int = 2, dropout: float = 0.0,
                  synchronized_bn: bool = True, **kwargs):
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        _check_dropout(dropout)
         encoder = build_backbone(backbone, (image_size, image_size, s2_channels + s1_channels),
                                  "early_", synchronized_bn=synchronized_bn)
         inputs = _model_inputs(image_size, s2_channels, s1_channels)
@@ -361,8 +357,7 @@ class EarlyFusionModel(_ConfiguredModel):
         self._keep_config(locals())
         self.encoder = encoder
         self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.val_metrics = _f_metrics("")
-        _build_metrics(self.val_metrics, num_classes)
+        self.val_metrics = f_metrics("", num_classes)
 
     def _forward(self, x, training):
         if "lambda_opt" not in x or "lambda_sar" not in x:
@@ -380,7 +375,7 @@ class EarlyFusionModel(_ConfiguredModel):
                 loss = loss + tf.nn.scale_regularization_loss(reg)
                 per_sample = per_sample + reg
             scaled_loss = self.optimizer.scale_loss(loss)
-        _apply_gradients(self, tape, scaled_loss)
+        _minimize(self, tape, scaled_loss)
         self.loss_tracker.update_state(per_sample, sample_weight=sw)
         return {"loss": self.loss_tracker.result()}
 
@@ -398,4 +393,3 @@ class EarlyFusionModel(_ConfiguredModel):
         if not hasattr(self, "val_metrics"):
             return []
         return [self.loss_tracker, *self.val_metrics]
-

@@ -33,26 +33,6 @@ EXTENSION_METHODS = ("baseline_early", "baseline", "embracenet", "optical_only",
                      "non_adaptive", "adaptive")
 EXTENSION_STAGES = ("stage_1", "stage_2", "stage_3", "stage_4", "stage_5")
 
-PAPER_SCENARIO_NAMES = {
-    "clear": "Clear",
-    "ood_classes": "OOD Classes (clear)",
-    "cloudy": "Clouds and Shadows",
-    "very_cloudy": "Cloudy Handpicked",
-    "snow": "Snow and Ice",
-}
-EXTENSION_SCENARIO_NAMES = {
-    "clear": "Testing",
-    "ood_classes": "Unknown Classes",
-    "cloudy": "Cloudy",
-    "very_cloudy": "Very Cloudy (Table 2) / Cloudy Handpicked (Tables 1, 3)",
-    "snow": "Snow and Ice",
-    "missing_sar": "Missing SAR (Table 1: data set \"Optical Only\")",
-    "missing_optical": "Missing Optical (Table 1: data set \"SAR Only\")",
-    "corrupted_optical": "Optical Corrupted",
-    "corrupted_sar": "SAR Corrupted",
-}
-
-
 def _paper(baseline, non_adaptive, adaptive, optical_only, sar_only, *, percent=False):
     """One row of the paper's Table 1, in its column order; percentages become fractions."""
     vals = (baseline, non_adaptive, adaptive, optical_only, sar_only)

@@ -16,42 +16,22 @@ listed again at the end (exit 1).
 """
 from __future__ import annotations
 
-import argparse
 import csv
-import dataclasses
 import json
 import os
 import sys
 
 import numpy as np
 
-from tfrecords_builder import archive, layout
+from tfrecords_builder import BadPair, MetadataError, Pair, find_pairs
 
-from . import serving
+from . import cli, serving
 
 BATCH_SIZE = 32
 
 
 class PredictError(ValueError):
     """The model or the list of pairs is unusable as a whole (not one bad pair)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Pair:
-    s2_dir: str | None
-    s1_dir: str | None
-
-    @property
-    def s2_name(self) -> str:
-        return os.path.basename(os.path.normpath(self.s2_dir)) if self.s2_dir else ""
-
-    @property
-    def s1_name(self) -> str:
-        return os.path.basename(os.path.normpath(self.s1_dir)) if self.s1_dir else ""
-
-    @property
-    def name(self) -> str:
-        return " / ".join(n for n in (self.s2_name, self.s1_name) if n)
 
 
 # ------------------------------------------------------------------------------ finding pairs
@@ -76,88 +56,6 @@ def pairs_from_csv(path) -> list[Pair]:
     if not pairs:
         raise PredictError(f"--pairs {path}: no rows")
     return pairs
-
-
-def _looks_like(folder: str, prefix: str, marker: str) -> bool:
-    try:
-        with os.scandir(folder) as entries:
-            for e in entries:
-                if e.is_dir():
-                    return e.name.startswith(prefix) and marker in e.name
-    except OSError:
-        pass
-    return False
-
-
-def _v1_roots(root: str) -> tuple[str | None, str | None]:
-    standard = os.path.join(root, layout.V1_S2_DIR), os.path.join(root, layout.V1_S1_DIR)
-    if any(os.path.isdir(d) for d in standard):
-        return tuple(d if os.path.isdir(d) else None for d in standard)
-    subdirs = sorted(e.path for e in os.scandir(root) if e.is_dir())
-    s2 = [d for d in subdirs if _looks_like(d, "S2", "_MSIL2A_")]
-    s1 = [d for d in subdirs if _looks_like(d, "S1", "_IW_GRDH_")]
-    if len(s2) > 1 or len(s1) > 1:
-        raise PredictError(f"--root {root}: several S2 or S1 patch collections ({', '.join(s2 + s1)}); "
-                           f"point --root at one archive")
-    return (s2[0] if s2 else None), (s1[0] if s1 else None)
-
-
-def pairs_from_v1(s2_root, s1_root) -> tuple[list[Pair], list[str]]:
-    """Every S2 patch folder with its S1 partner (S1 JSON `corresponding_s2_patch`), and every
-    unclaimed S1 folder alone; (pairs, errors for S1 folders with unusable JSON)."""
-    index, rejected = archive.index_s1(s1_root) if s1_root else ({}, [])
-    errors = [r.message() for r in rejected]
-    s2_names = sorted(e.name for e in os.scandir(s2_root) if e.is_dir()) if s2_root else []
-    pairs = [Pair(os.path.join(s2_root, n), os.path.join(s1_root, index[n]) if n in index else None) for n in s2_names]
-    claimed = set(index[n] for n in s2_names if n in index)
-    pairs += [Pair(None, os.path.join(s1_root, n)) for n in sorted(index.values()) if n not in claimed]
-    return pairs, errors
-
-
-def pairs_from_v2(root, metadata=None) -> list[Pair]:
-    """reBEN pairs from metadata.parquet (and the snow/cloud parquet beside it, whose patches are
-    not in the main one) whose S2 or S1 folder exists under `root` (a partial archive predicts
-    what it has; with no BigEarthNet-S1/ at all, S2 alone)."""
-    import pyarrow.parquet as pq
-
-    metadata = metadata or os.path.join(root, layout.V2_METADATA)
-    if not os.path.exists(metadata):
-        raise PredictError(f"--root {root}: a v2 archive pairs S2 and S1 through metadata.parquet; "
-                           f"none at {metadata} (pass --metadata)")
-    extra = os.path.join(os.path.dirname(metadata), layout.V2_EXTRA_METADATA)
-    s1_of = {}
-    for path in [metadata] + ([extra] if os.path.exists(extra) else []):
-        try:
-            cols = pq.read_table(path, columns=["patch_id", "s1_name"]).to_pydict()
-        except Exception as e:  # pyarrow raises several types for bad files and missing columns
-            raise PredictError(f"{path}: not a BigEarthNet v2 metadata parquet ({str(e).splitlines()[0]})") from None
-        for patch_id, s1_name in zip(cols["patch_id"], cols["s1_name"]):
-            s1_of.setdefault(patch_id, s1_name)
-    has = {m: os.path.isdir(os.path.join(root, d)) for m, d in (("s2", layout.V2_S2_DIR), ("s1", layout.V2_S1_DIR))}
-    pairs = []
-    for patch_id, s1_name in sorted(s1_of.items()):
-        s2_dir, s1_dir = layout.v2_dirs(root, patch_id, s1_name)
-        if os.path.isdir(s2_dir) or os.path.isdir(s1_dir):
-            pairs.append(Pair(s2_dir if has["s2"] else None, s1_dir if has["s1"] else None))
-    return pairs
-
-
-def pairs_from_root(root, metadata=None) -> tuple[list[Pair], list[str]]:
-    """(pairs, errors) of a v1 or v2 archive folder."""
-    root = os.fspath(root)
-    if not os.path.isdir(root):
-        raise PredictError(f"--root {root}: not a directory")
-    if os.path.isdir(os.path.join(root, layout.V2_S2_DIR)) or os.path.isdir(os.path.join(root, layout.V2_S1_DIR)):
-        pairs, errors = pairs_from_v2(root, metadata), []
-    else:
-        s2_root, s1_root = _v1_roots(root)
-        if not s2_root and not s1_root:
-            raise PredictError(f"--root {root}: no BigEarthNet archive found (expected {layout.V1_S2_DIR}/ and "
-                               f"{layout.V1_S1_DIR}/, or {layout.V2_S2_DIR}/ and {layout.V2_S1_DIR}/)")
-        pairs, errors = pairs_from_v1(s2_root, s1_root)
-    if not pairs:
-        raise PredictError(f"--root {root}: no patch folders found")
-    return pairs, errors
 
 
 # ------------------------------------------------------------------------------ the model
@@ -222,7 +120,7 @@ def predict_pairs(model: Model, pairs, *, batch_size: int = BATCH_SIZE, ood_thre
     for pair in pairs:
         try:
             batch.append((pair, serving.read_pair(pair.s2_dir, pair.s1_dir)))
-        except ValueError as e:  # serving.BadPair included
+        except BadPair as e:
             errors.append(f"{pair.name}: {e}")
             bar.write(f"error: {errors[-1]}", file=err)
         if len(batch) == batch_size:
@@ -263,7 +161,10 @@ def _print_rows(rows) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tf_fusion.predict", description=__doc__.split("\n\n")[0])
+    p = cli.parser("tf_fusion.predict", "Predict BigEarthNet GeoTIFF pairs (or one modality alone) with an exported "
+                   "SavedModel: classes, probabilities, p_o/p_s and a plain-words note per pair.",
+                   "python -m tf_fusion.predict --model runs/demo/export --root BigEarthNet-v1.0-sample --out predictions.csv",
+                   "python -m tf_fusion.predict --model models/fusion/1 --s2 PATCH_S2_DIR --s1 PATCH_S1_DIR")
     p.add_argument("--model", required=True, help="an exported model: MODEL_BASE/VERSION, or MODEL_BASE (highest version)")
     p.add_argument("--s2", help="an S2 patch folder (<dir>/<name>_B02.tif ...)")
     p.add_argument("--s1", help="an S1 patch folder (<dir>/<name>_VV.tif, _VH.tif)")
@@ -291,13 +192,13 @@ def main(argv=None) -> int:
         if args.pairs:
             pairs, unpaired = pairs_from_csv(args.pairs), []
         elif args.root:
-            pairs, unpaired = pairs_from_root(args.root, args.metadata)
+            pairs, unpaired = find_pairs(args.root, args.metadata)
         else:
             pairs, unpaired = [Pair(args.s2, args.s1)], []
         for line in unpaired:
             print(f"error: {line}", file=sys.stderr)
         model = Model(args.model)
-    except PredictError as e:
+    except (PredictError, MetadataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     rows, failed = predict_pairs(model, pairs, batch_size=args.batch_size, ood_threshold=args.ood_threshold,

@@ -19,23 +19,18 @@ takes normalised `s2` [B, S, S, 12] and `s1` [B, S, S, 2] tensors.
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.request
 
 import numpy as np
 
-from tfrecords_builder import images, layout
-from tfrecords_builder.images import BadPair
-from tfrecords_builder.nomenclature import BAND_DTYPE, BAND_SIZE, S1_BANDS, S2_BANDS
+from tfrecords_builder import BAND_DTYPE, BAND_SIZE, S1_BANDS, S2_BANDS, read_patch
 
 SIGNATURE_RAW = "serving_default"
 SIGNATURE_RAW_UINT16 = "raw_uint16"
 SIGNATURE_PREPROCESSED = "preprocessed"
 SIGNATURES = (SIGNATURE_RAW, SIGNATURE_RAW_UINT16, SIGNATURE_PREPROCESSED)
 FLAGS = ("optical_available", "sar_available")
-RAW_INPUTS = S2_BANDS + S1_BANDS + FLAGS
-PREPROCESSED_INPUTS = ("s2", "s1") + FLAGS
 OUTPUTS = {"probabilities": "float32", "labels": "int32", "p_optical_in_distribution": "float32",
            "p_sar_in_distribution": "float32", "entropy": "float32", "confidence": "float32",
            "probabilities_non_adaptive": "float32"}
@@ -49,19 +44,6 @@ class ServingError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------ reading
-def read_modality(patch_dir, modality: str) -> dict[str, np.ndarray]:
-    """BAND → validated native-resolution array of one BigEarthNet patch folder (v1 or v2 layout:
-    `<dir>/<name>_<BAND>.tif`, `<name>` = the folder's name); BadPair names the file on any problem."""
-    if modality not in MODALITY_BANDS:
-        raise ValueError(f"modality must be 'optical' or 'sar'; got {modality!r}")
-    patch_dir = os.fspath(patch_dir)
-    if not os.path.isdir(patch_dir):
-        raise BadPair(f"no patch folder: {patch_dir}")
-    name = os.path.basename(os.path.normpath(patch_dir))
-    paths = layout.band_paths(patch_dir, name, patch_dir, name)
-    return {band: images.read_band(paths[band], band) for band in MODALITY_BANDS[modality]}
-
-
 def _absent(modality: str) -> dict[str, np.ndarray]:
     return {b: np.zeros((BAND_SIZE[b], BAND_SIZE[b]), BAND_DTYPE[b]) for b in MODALITY_BANDS[modality]}
 
@@ -69,12 +51,13 @@ def _absent(modality: str) -> dict[str, np.ndarray]:
 def read_pair(s2_dir=None, s1_dir=None) -> dict[str, np.ndarray]:
     """One request sample (no batch axis) from an S2 and/or an S1 patch folder: the 14 bands at
     native shape and dtype plus the two availability flags; a modality not given is zeros with
-    flag 0, so the model relies on the other one (Eq. 3 with p = 0 for it)."""
+    flag 0, so the model relies on the other one (Eq. 3 with p = 0 for it). A missing or bad file
+    raises `tfrecords_builder.BadPair` naming it."""
     if s2_dir is None and s1_dir is None:
         raise ValueError("read_pair needs an S2 or an S1 patch folder (or both); got neither")
     sample = {}
     for modality, folder, flag in (("optical", s2_dir, "optical_available"), ("sar", s1_dir, "sar_available")):
-        sample.update(read_modality(folder, modality) if folder is not None else _absent(modality))
+        sample.update(read_patch(folder, modality) if folder is not None else _absent(modality))
         sample[flag] = np.float32(folder is not None)
     return sample
 

@@ -11,33 +11,25 @@ again to resume. See docs/tuning.md (search space, objectives, distributed chief
 """
 from __future__ import annotations
 
-import argparse
-import os
-
+from . import cli
 from . import config as cfg
-from .train import RUNS_DIR
+from .runs import default_dir
 from .tuning.run import TUNERS, tune
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tf_fusion.tune",
-                                description="KerasTuner search of an experiment's loss weights and OOD-head sizes "
-                                            "(docs/tuning.md)")
-    p.add_argument("--experiment", required=True, help="a name in experiments/ (demo, smoke, paper, ...) or a YAML path")
-    p.add_argument("--data", help="tfrecords_builder output folder (sets data.dir)")
-    p.add_argument("--run-dir", help=f"run folder; the search lives in RUN/tuning (default {RUNS_DIR}/<experiment name>)")
+    p = cli.parser("tf_fusion.tune", "KerasTuner search of an experiment's loss weights and learning rate, then of "
+                   "its OOD heads; the best values become an experiment file (docs/tuning.md).",
+                   "python -m tf_fusion.tune --experiment demo --tuner bayesian --max-trials 8")
+    cli.add_experiment_flags(p)
     p.add_argument("--tuner", choices=TUNERS, help="sets tuning.tuner (default random)")
     p.add_argument("--max-trials", type=int, help="sets tuning.max_trials: trials per stage")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set tuning.epochs=5 (repeatable)")
     return p.parse_args(argv)
 
 
 def overrides_of(args) -> list[str]:
     """The --set list with --data, --tuner and --max-trials added as the keys they set."""
-    out = list(args.set)
-    if args.data:
-        out.append(f"data.dir={args.data}")
+    out = cli.overrides(args)
     if args.tuner:
         out.append(f"tuning.tuner={args.tuner}")
     if args.max_trials is not None:
@@ -54,9 +46,9 @@ def main(argv=None) -> int:
 
     def run():
         config = cfg.load_experiment(args.experiment, overrides_of(args))
-        tune(config, args.run_dir or os.path.join(RUNS_DIR, config["name"]), args.experiment, log=_print)
+        tune(config, args.run_dir or default_dir(config), args.experiment, log=_print)
 
-    return cfg.run_cli(run)
+    return cli.run(run)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ never make a reader open (or hash) a file elsewhere.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -123,6 +124,47 @@ class Manifest(Mapping):
     def remedy(self) -> str:
         """The command that says what is wrong with this build."""
         return REMEDY.format(dir=self.dir)
+
+    def check_shards(self, subsets, level: str = "size") -> None:
+        """Check every shard of ``subsets`` before (or after) a reader trusts it; ManifestError
+        naming the first bad shard and the remedy. ``level``: "size" (it exists with its
+        recorded byte count: a deleted or cut shard, at the cost of one stat), "records" (also
+        every record's CRCs and the record count) or "sha256" (every byte)."""
+        for shard in self.shards(subsets, empty_ok=True):
+            problem = shard_problem(shard, self.compression, level)
+            if problem:
+                raise ManifestError(f"{shard['path']}: {problem}; check the build: {self.remedy()}")
+
+
+def shard_problem(shard: dict, compression, level: str = "sha256") -> str | None:
+    """What is wrong with one shard entry (with its checked `path`) at ``level`` (see
+    `Manifest.check_shards`), or None."""
+    if level not in ("size", "records", "sha256"):
+        raise ValueError(f"level must be size, records or sha256; got {level!r}")
+    path = shard["path"]
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return "missing"
+    if size != shard["bytes"]:
+        return f"{size} bytes, the manifest lists {shard['bytes']} (truncated or changed)"
+    if level == "sha256":
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != shard["sha256"]:
+            return "sha256 mismatch (file changed or corrupt)"
+    if level in ("records", "sha256"):
+        from . import tfrecord
+
+        try:
+            n = sum(1 for _ in tfrecord.read_records(path, compression))
+        except (ValueError, OSError, EOFError) as e:
+            return str(e).replace(f"{path}: ", "")
+        if n != shard["records"]:
+            return f"{n} records, the manifest lists {shard['records']}"
+    return None
 
 
 # ----------------------------------------------------------------------------------- loading

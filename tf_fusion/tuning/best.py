@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import os
 
-import yaml
-
+from .. import atomic
 from .. import config as cfg
 from . import space
 
@@ -58,14 +57,9 @@ def write_best_yaml(path: str, experiment: str, config: dict, fusion_best: dict,
     header = (f"# Best hyperparameters found by `python -m tf_fusion.tune --experiment {experiment}`\n"
               + "".join(f"# {line}\n" for line in lines)
               + f"# Train: python -m tf_fusion.train --experiment {path}\n")
-    tmp = path[: -len(".yaml")] + ".tmp.yaml" if path.endswith(".yaml") else path + ".tmp.yaml"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(header)
-        yaml.safe_dump(doc, f, sort_keys=False, default_flow_style=None)
-    try:
-        resolved = cfg.load_experiment(tmp)  # it must load as is before it is published
-    except cfg.ConfigError:
-        os.remove(tmp)
-        raise
-    os.replace(tmp, path)
-    return resolved
+    def save(tmp):
+        atomic.write_yaml(tmp, doc, header)  # (a complete file under the staging name)
+        cfg.load_experiment(tmp)  # it must load as is before it is published
+
+    atomic.write_with(path, save, suffix=".yaml")
+    return cfg.load_experiment(path)

@@ -11,15 +11,14 @@ import os
 
 import keras
 
+from ..passes import PASSES
 from . import space
 
 HYPERBAND_HPS = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round")
 # (group, tag, column title) of the metrics in the table; groups are relative to a session folder
 METRICS = (
-    ("validation", "epoch_robust_f1", "fusion: val robust F1 (mean of the three)"),
-    ("validation", "epoch_f1_samples", "fusion: val F1 fused"),
-    ("validation", "epoch_opt_f1_samples", "fusion: val F1 optical only"),
-    ("validation", "epoch_sar_f1_samples", "fusion: val F1 SAR only"),
+    ("validation", "epoch_robust_f1", "fusion: val robust F1 (mean over the passes)"),
+    *(("validation", f"epoch_{p.metric('f1_samples')}", f"fusion: val F1 {p.label}") for p in PASSES),
     ("validation", "epoch_loss", "fusion: val loss (Eq. 2)"),
     ("validation", "epoch_auroc", "OOD: val AUROC (mean)"),
     ("validation", "epoch_auroc_optical", "OOD: val AUROC optical"),

@@ -17,22 +17,18 @@ import keras_tuner as kt
 import numpy as np
 
 from .. import ood
-from ..train import build_model, make_optimizer, set_precision
+from ..passes import ROBUST_F1, validation_f1_names
+from ..task import Task, monitor_names, set_precision
 from . import space
 from .board import hparams_sessions
 
-ROBUST_F1 = "val_robust_f1"
-ROBUST_PARTS = ("val_f1_samples", "val_opt_f1_samples", "val_sar_f1_samples")
+ROBUST_PARTS = tuple(validation_f1_names())
 OOD_OBJECTIVE = "val_auroc"
-MODALITIES = ("optical", "sar")
 
 
-def fusion_metric_names() -> list[str]:
-    """Every validation metric a FusionModel logs, plus `val_robust_f1`: the legal stage-1 objectives."""
-    names = [ROBUST_F1] + [f"val_{n}" for n in ("loss", "loss_fuse", "loss_opt", "loss_sar")]
-    for prefix in ("", "opt_", "sar_"):
-        names += [f"val_{prefix}f{b}_{a}" for b in (1, 2) for a in ("samples", "micro", "macro")]
-    return names
+def fusion_metric_names(config: dict) -> list[str]:
+    """Every validation metric the fusion network logs, plus `val_robust_f1`: the legal stage-1 objectives."""
+    return [ROBUST_F1, *monitor_names(config)]
 
 
 def direction(metric: str) -> str:
@@ -63,11 +59,10 @@ class _TrialContext:
 class FusionHyperModel(_TrialContext, kt.HyperModel):
     """Stage 1: one trial trains the fusion network of `config` with the trial's values."""
 
-    def __init__(self, config: dict, num_classes: int, steps_per_epoch: int, epochs: int, objective: str,
-                 log_root: str, log=print):
+    def __init__(self, config: dict, manifest, epochs: int, objective: str, log_root: str, log=print):
         super().__init__(name="fusion")
-        self.config, self.num_classes, self.log_root = config, num_classes, log_root
-        self.steps_per_epoch, self.epochs, self.objective, self.log = steps_per_epoch, epochs, objective, log
+        self.config, self.manifest, self.log_root = config, manifest, log_root
+        self.epochs, self.objective, self.log = epochs, objective, log
 
     def trial_config(self, hp) -> dict:
         return space.apply(self.config, "fusion", space.declare(hp, "fusion", self.config))
@@ -79,8 +74,9 @@ class FusionHyperModel(_TrialContext, kt.HyperModel):
         # the same initial weights in every trial (only the hyperparameters differ); other ones for
         # each further execution of a trial (tuning.executions_per_trial)
         keras.utils.set_random_seed(t["seed"] + len(self.results))
-        model = build_model(config, self.num_classes)
-        model.compile(optimizer=make_optimizer(t, self.steps_per_epoch * self.epochs))
+        task = Task(config, self.manifest)
+        model = task.build_model()
+        model.compile(optimizer=task.build_optimizer(self.epochs))
         return model
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
@@ -105,12 +101,12 @@ class OODHyperModel(_TrialContext, kt.HyperModel):
     """Stage 2: one trial trains both OOD heads with the trial's values on the frozen encoders of
     `fusion`. The model built is the pair of heads ({"optical", "sar"} → P(in-distribution))."""
 
-    def __init__(self, config: dict, fusion, data_dir: str, manifest: dict, log_root: str, log=print):
+    def __init__(self, config: dict, fusion, manifest, log_root: str, log=print):
         super().__init__(name="ood")
-        self.config, self.fusion, self.data_dir, self.manifest, self.log = config, fusion, data_dir, manifest, log
+        self.config, self.fusion, self.manifest, self.log = config, fusion, manifest, log
         self.log_root = log_root
         d = config["data"]
-        self.data_kwargs = dict(image_size=fusion.image_size, resize_method=d["resize_method"], augment=d["augment"],
+        self.data_kwargs = dict(image_size=d["image_size"], resize_method=d["resize_method"], augment=d["augment"],
                                 deterministic=d["deterministic"])
 
     def trial_ood_config(self, hp) -> dict:
@@ -120,9 +116,9 @@ class OODHyperModel(_TrialContext, kt.HyperModel):
         ood_cfg = self.trial_ood_config(hp)
         set_precision(self.config["training"]["mixed_precision"])
         keras.utils.set_random_seed(int(ood_cfg["seed"]) + len(self.results))
-        heads = {m: ood.new_ood_head(self.fusion, m, ood_cfg) for m in MODALITIES}
+        heads = {m: ood.new_ood_head(self.fusion, m, ood_cfg) for m in ood.MODALITIES}
         inputs = {m: keras.Input(h.inputs[0].shape[1:], name=m) for m, h in heads.items()}
-        model = keras.Model(inputs, {m: heads[m](inputs[m]) for m in MODALITIES}, name="ood_heads")
+        model = keras.Model(inputs, {m: heads[m](inputs[m]) for m in ood.MODALITIES}, name="ood_heads")
         # compiled like the heads' trainers, so Keras callbacks that read `model.optimizer` work
         model.compile(optimizer=keras.optimizers.Adam(float(ood_cfg["learning_rate"])),
                       loss=keras.losses.BinaryCrossentropy())
@@ -139,11 +135,11 @@ class OODHyperModel(_TrialContext, kt.HyperModel):
         trial_callbacks = keras.callbacks.CallbackList(hparams_sessions(callbacks, hp, self.log_root), model=model)
         trial_callbacks.on_train_begin()
         logs = {}
-        for m in MODALITIES:
-            _, auroc = ood.train_ood_head(self.fusion, m, self.data_dir, self.manifest, ood_cfg, self.trial_dir,
-                                          self.log, head=model.get_layer(ood.HEAD_NAMES[m]), **self.data_kwargs)
+        for m in ood.MODALITIES:
+            _, auroc = ood.train_ood_head(self.fusion, m, self.manifest, ood_cfg, self.trial_dir, self.log,
+                                          head=model.get_layer(ood.HEAD_NAMES[m]), **self.data_kwargs)
             logs[f"{OOD_OBJECTIVE}_{m}"] = float(auroc)
-        logs[OOD_OBJECTIVE] = float(np.mean([logs[f"{OOD_OBJECTIVE}_{m}"] for m in MODALITIES]))
+        logs[OOD_OBJECTIVE] = float(np.mean([logs[f"{OOD_OBJECTIVE}_{m}"] for m in ood.MODALITIES]))
         trial_callbacks.on_epoch_begin(0)
         trial_callbacks.on_epoch_end(0, logs)
         trial_callbacks.on_train_end(logs)

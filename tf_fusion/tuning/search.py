@@ -26,6 +26,7 @@ import os
 import time
 import warnings
 
+from .. import atomic
 from .. import config as cfg
 from . import space
 
@@ -92,8 +93,7 @@ def open_search_dir(tuning_dir: str, config: dict, writer: bool) -> None:
             raise cfg.ConfigError(f"{tuning_dir} holds a search of a different config ({diff}); choose another "
                                   f"--run-dir (only tuning.max_trials and tuning.ood_max_trials may change)")
     if writer:
-        os.makedirs(tuning_dir, exist_ok=True)
-        cfg.dump(config, path)
+        atomic.write_yaml(path, config)
 
 
 def _read_json(path: str):
@@ -101,12 +101,6 @@ def _read_json(path: str):
         return None
     with open(path, encoding="utf-8") as f:
         return json.load(f)
-
-
-def write_json(path: str, data) -> None:
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-    os.replace(path + ".tmp", path)
 
 
 # ------------------------------------------------------------------------------ tuners
@@ -204,7 +198,7 @@ def run_stage(tuner, stage_dir: str, max_trials: int, who: str | None, log, *sea
     marker = {"trial_id": best[0].trial_id, "objective": tuner.objective_name, "value": float(best[0].score),
               "hyperparameters": best[0].hyperparameters.values, "max_trials": max_trials,
               "trials": completed_trials(tuner)}
-    write_json(marker_path, marker)
+    atomic.write_json(marker_path, marker)
     log(f"{tuner.stage}: best trial {marker['trial_id']} of {marker['trials']}, {marker['objective']} "
         f"{marker['value']:.4f}: {space.describe(space.from_hp_values(tuner.stage, marker['hyperparameters']))}")
     return marker

@@ -1,0 +1,77 @@
+"""The session's one smoke run, shared by every test of the Keras side (a pytest plugin, loaded by
+conftest): the `smoke` experiment's synthetic build, a training run through the `train` CLI with
+its OOD heads, its evaluation and its SavedModel — each made once, in this process, on first use.
+
+Tests must not change these folders; a test that needs to break something copies them first.
+Training is the slow part of the suite: every test that uses the run is marked `slow` here, so
+`pytest -m "not slow"` (the inner loop) stays under a minute; the synthetic build alone is not.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+SMOKE = "smoke"
+TRAINED = {"smoke_run", "smoke_report", "smoke_export"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if TRAINED & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def smoke_overrides(cache) -> list[str]:
+    return ["--set", f"data.cache_dir={cache}"]
+
+
+@pytest.fixture(scope="session")
+def smoke_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("smoke-cache")
+
+
+@pytest.fixture(scope="session")
+def smoke_data(smoke_cache):
+    """The smoke experiment's checked manifest (synthetic archive written and built once)."""
+    from tf_fusion import config as cfg
+    from tf_fusion.sources import prepare_data
+
+    return prepare_data(cfg.load_experiment(SMOKE, [f"data.cache_dir={smoke_cache}"]), log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, smoke_cache, smoke_data):
+    """A finished smoke training run with both OOD heads: the run folder (pathlib.Path)."""
+    from tf_fusion import ood, train
+
+    run = tmp_path_factory.mktemp("smoke") / "run"
+    assert train.main(["--experiment", SMOKE, "--run-dir", str(run), *smoke_overrides(smoke_cache)]) == 0
+    assert ood.main(["--run", str(run)]) == 0
+    return run
+
+
+@pytest.fixture(scope="session")
+def smoke_report(smoke_run):
+    """RUN/report of the smoke run, evaluated with the run itself as `--baseline-run` (so the
+    baseline column must equal the non-adaptive one)."""
+    from tf_fusion import evaluate
+
+    assert evaluate.main(["--run", str(smoke_run), "--baseline-run", str(smoke_run)]) == 0
+    return smoke_run / "report"
+
+
+@pytest.fixture(scope="session")
+def smoke_export(smoke_run, tmp_path_factory):
+    """The smoke run exported as MODEL_BASE/1."""
+    from tf_fusion import export
+
+    out = tmp_path_factory.mktemp("models") / "fusion" / "1"
+    assert export.main(["--run", str(smoke_run), "--out", str(out)]) == 0
+    return out
+
+
+def summary(run) -> dict:
+    with open(os.path.join(run, "summary.json"), encoding="utf-8") as f:
+        return json.load(f)

@@ -1,0 +1,162 @@
+"""The evaluation's plots (PNG), from arrays of one run's predictions.
+
+``arrays`` is a plain dict; every key is optional:
+
+* ``"entropy"``: ``{METHOD: {SCENARIO: 1-D array}}`` — per-sample average entropy in bits
+  (:func:`tf_fusion.scores.entropy_bits`) → ``entropy_histograms.png``.
+* ``"reliability"``: ``{METHOD: (y_true [N, C], p [N, C])}`` on the clear test set →
+  ``reliability.png``.
+* ``"ood_roc"``: ``{"optical": (labels, scores), "sar": (labels, scores)}`` for the OOD detectors,
+  ``labels`` 1 = in-distribution, 0 = OOD, ``scores`` the detector's in-distribution probability
+  → ``ood_roc.png``.
+
+No pyplot: figures are drawn on ``matplotlib.figure.Figure`` (Agg), so nothing global changes and
+no display is needed.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Mapping
+
+import numpy as np
+
+from . import scores
+from .protocol import METHODS, SCENARIOS, method_label, ordered, scenario_label
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def _save(fig, path: str) -> str:
+    from .atomic import write_with
+
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png"), suffix=".png")
+    return path
+
+
+def plot_entropy_histograms(entropy: Mapping, path: str, bins: int = 25) -> str:
+    """Grid of histograms: rows scenarios, columns methods, per-sample average entropy in bits."""
+    methods = ordered(entropy, METHODS)
+    scen = ordered(dict.fromkeys(s for per in entropy.values() for s in per), SCENARIOS)
+    nr, nc = max(len(scen), 1), max(len(methods), 1)
+    fig = _figure(2.3 * nc + 0.6, 1.55 * nr + 0.7)
+    axes = np.atleast_2d(fig.subplots(nr, nc, sharex=True, sharey=True, squeeze=False))
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    top = 0.0
+    for i, s in enumerate(scen):
+        for j, m in enumerate(methods):
+            ax = axes[i, j]
+            vals = entropy.get(m, {}).get(s)
+            vals = None if vals is None else np.asarray(vals, dtype=np.float64).ravel()
+            if vals is None or vals.size == 0:
+                ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes,
+                        color="0.5", fontsize=8)
+            else:
+                heights, _, _ = ax.hist(np.clip(vals, 0, 1), bins=edges,
+                                        weights=np.full(vals.size, 1 / vals.size),
+                                        color="C0", alpha=0.85)
+                top = max(top, float(np.max(heights)))
+                ax.axvline(vals.mean(), color="C3", lw=1)
+                right = vals.mean() < 0.5   # the note goes where the mass is not
+                ax.text(0.97 if right else 0.03, 0.95, f"mean {vals.mean():.3f}\nn={vals.size}",
+                        ha="right" if right else "left", va="top", transform=ax.transAxes,
+                        fontsize=7, zorder=5,
+                        bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.8))
+            ax.set_xlim(0, 1)
+            ax.tick_params(labelsize=7)
+            if i == 0:
+                ax.set_title(method_label(m), fontsize=9)
+            if j == 0:
+                ax.set_ylabel(scenario_label(s), fontsize=8)
+            if i == nr - 1:
+                ax.set_xlabel("avg. entropy [bit]", fontsize=8)
+    axes[0, 0].set_ylim(0, 1.35 * top if top > 0 else 1.0)   # shared: room for the notes
+    fig.suptitle("Per-sample average entropy (fraction of samples per bin)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_reliability(reliability: Mapping, path: str, n_bins: int = 15) -> str:
+    """Reliability diagram per method (clear test set): observed frequency vs mean predicted
+    probability of the per-class predictions, with the cell count per bin (log scale) behind."""
+    methods = ordered(reliability, METHODS)
+    n = max(len(methods), 1)
+    nc = min(n, 3)
+    nr = int(math.ceil(n / nc))
+    fig = _figure(3.2 * nc, 3.1 * nr)
+    axes = fig.subplots(nr, nc, squeeze=False)
+    for k, m in enumerate(methods):
+        ax = axes[k // nc, k % nc]
+        y, p = reliability[m]
+        from matplotlib.ticker import NullFormatter
+
+        centers, mean_p, freq, counts = scores.reliability_curve(y, p, n_bins)
+        ece = scores.expected_calibration_error(y, p, n_bins)
+        ax2 = ax.twinx()
+        ax2.bar(centers, np.maximum(counts, 0), width=1.0 / n_bins, color="0.85", zorder=0)
+        if counts.max() > 0:
+            ax2.set_yscale("log")
+            ax2.set_ylim(0.8, counts.max() * 1.5)
+        ax2.set_ylabel("cells per bin (log)", fontsize=7, color="0.45")
+        ax2.tick_params(which="both", labelsize=6, colors="0.45")
+        ax2.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_zorder(ax2.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        ax.plot([0, 1], [0, 1], "--", color="0.4", lw=1, label="perfect calibration")
+        ok = counts > 0
+        ax.plot(mean_p[ok], freq[ok], "o-", color="C0", ms=3.5, lw=1.4, label="observed")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{method_label(m)}  (ECE {ece:.3f})", fontsize=9)
+        ax.set_xlabel("mean predicted probability", fontsize=8)
+        ax.set_ylabel("observed frequency", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if k == 0:
+            ax.legend(fontsize=7, loc="upper left")
+    for k in range(len(methods), nr * nc):
+        axes[k // nc, k % nc].set_visible(False)
+    fig.suptitle("Reliability of the per-class probabilities, clear test set", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_ood_roc(ood_roc: Mapping, path: str) -> str:
+    """ROC curves of the OOD detectors (positive = in-distribution), AUROC in the legend."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig = _figure(4.4, 4.2)
+    ax = fig.subplots()
+    names = {"optical": "optical detector", "sar": "SAR detector"}
+    for k, (key, (labels, sc)) in enumerate(ood_roc.items()):
+        labels = np.asarray(labels).ravel().astype(int)
+        sc = np.asarray(sc, dtype=np.float64).ravel()
+        if labels.min() == labels.max():
+            continue  # ROC undefined with one class only
+        fpr, tpr, _ = roc_curve(labels, sc)
+        auc = roc_auc_score(labels, sc)
+        ax.plot(fpr, tpr, color=f"C{k}", lw=1.6,
+                label=f"{names.get(key, key)} (AUROC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], "--", color="0.5", lw=1, label="chance")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false positive rate (OOD accepted)")
+    ax.set_ylabel("true positive rate (in-distribution accepted)")
+    ax.set_title("OOD detectors: in-distribution vs OOD", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+
+
+def write_plots(arrays: Mapping, out_dir: str) -> dict[str, str]:
+    """The PNG plots of the keys present in ``arrays`` (see the module docstring); {name: path}."""
+    os.makedirs(out_dir, exist_ok=True)
+    written = {}
+    for key, name, plot in (("entropy", "entropy_histograms.png", plot_entropy_histograms),
+                            ("reliability", "reliability.png", plot_reliability),
+                            ("ood_roc", "ood_roc.png", plot_ood_roc)):
+        if arrays.get(key):
+            written[name] = plot(arrays[key], os.path.join(out_dir, name))
+    return written
