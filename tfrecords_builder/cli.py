@@ -192,6 +192,9 @@ def main(argv=None) -> int:
     except (ValueError, build.BuildError) as e:  # MetadataError and ManifestError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. synth into a read-only folder (build names its own write failures)
+        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
         return 130
