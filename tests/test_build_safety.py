@@ -87,6 +87,19 @@ def test_full_disk_is_one_line_and_the_build_resumes_byte_identically(synth_v1, 
     assert _digest(out) == reference
 
 
+def test_a_folder_where_nothing_was_finished_takes_the_corrected_command(synth_v1, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    disk = _FullDisk(out, 100_000)  # the first shard fails: nothing finished
+    monkeypatch.setattr(tfrecord, "open", disk, raising=False)
+    assert run_cli("build", *_flags(synth_v1), "--out", out, check=False).returncode == 2
+    monkeypatch.undo()
+    run_cli("build", *source_flags(synth_v1), "--out", out, "--compression", "gzip", "--quiet")
+    assert load_manifest(out)["compression"] == "gzip"
+    # once a shard is finished, another plan is refused rather than mixed in
+    proc = run_cli("build", *_flags(synth_v1), "--out", out, check=False)
+    assert proc.returncode == 2 and "different inputs or options" in _error_line(proc)
+
+
 # ------------------------------------------------------------------ read-only folder
 def _read_only(out, monkeypatch):
     """Make `out` read-only: chmod where that binds (not as root), else refuse creations in it as

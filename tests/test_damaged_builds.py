@@ -146,6 +146,7 @@ def test_intact_build_reads_every_record_the_manifest_lists(build):
 @pytest.mark.parametrize("content, needle", [
     (lambda d: json.dumps({**d, "schema_version": 99}), "schema_version 99"),
     (lambda d: json.dumps(d)[:-20], "not valid JSON"),
+    (lambda d: json.dumps({**d, "holdout": {"countries": "Finland"}}), "'holdout' names no countries"),
 ])
 def test_inspect_refuses_a_manifest_it_cannot_trust(build, content, needle):
     out = build()

@@ -143,6 +143,8 @@ def _fingerprint(plan: Plan, per_shard: int, compression) -> str:
         "compression": compression,
         "subsets": {k: [[c.s2_name, c.s1_name, list(c.labels)] for c in v] for k, v in plan.subsets.items()},
     }
+    if plan.holdout:  # (absent otherwise, so builds without one keep their fingerprint)
+        content["holdout"] = list(plan.holdout.countries)
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
@@ -177,22 +179,43 @@ def _claim(out: str) -> None:
 
 def _prepare_out(out: str, fingerprint: str) -> bool:
     """Record the plan's fingerprint in a claimed, locked `out`; True when a finished build of the
-    same plan is already there."""
-    state_path = os.path.join(out, STATE_DIR, "state.json")
+    same plan is already there. A folder where nothing was finished yet is taken for the new plan."""
+    state = os.path.join(out, STATE_DIR)
+    state_path = os.path.join(state, "state.json")
     if os.path.exists(state_path):
         with open(state_path, encoding="utf-8") as f:
-            if json.load(f).get("fingerprint") != fingerprint:
-                raise BuildError(f"{out}: holds a build of different inputs or options; choose another --out")
-        return os.path.exists(os.path.join(out, manifest.FILE))
+            if json.load(f).get("fingerprint") == fingerprint:
+                return os.path.exists(os.path.join(out, manifest.FILE))
+        if os.path.exists(os.path.join(out, manifest.FILE)) or any(".tfrecord" in n for n in os.listdir(state)):
+            raise BuildError(f"{out}: holds a build of different inputs or options; choose another --out")
+    with _writing(out), contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(out, REJECTED))  # of an earlier attempt that left nothing to write
     _write_json_atomic(state_path, {"fingerprint": fingerprint})
     return False
 
 
-def _check_not_empty(counts: dict) -> None:
+def _check_not_empty(counts: dict, rejected=(), where: str = "") -> None:
+    """BuildError when nothing (or no train pair) is left; the rejection reasons say why."""
+    if rejected:
+        reasons = ", ".join(f"{k} {v}" for k, v in reason_counts(r[3] for r in rejected).items())
+        why = f"rejected: {reasons} (listed in {where})"
+    else:
+        why = "check the lists and the partition"
     if not sum(counts.values()):
-        raise BuildError("empty result: no pair is left in any subset (check the lists, partition and --skip-bad reasons)")
+        raise BuildError(f"empty result: no pair is left in any subset ({why})")
     if not counts.get("train"):
-        raise BuildError("empty result: the train subset has no pairs, so no band statistics can be computed")
+        raise BuildError(f"empty result: the train subset has no pairs, so no band statistics can be computed ({why})")
+
+
+def _write_rejected(out: str, rejected) -> None:
+    """rejected.csv: s2_name, s1_name, source, reason of every pair set aside."""
+    tmp = os.path.join(out, REJECTED + ".tmp")
+    with _writing(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["s2_name", "s1_name", "source", "reason"])
+            w.writerows(rejected)
+        os.replace(tmp, os.path.join(out, REJECTED))
 
 
 def build(plan: Plan, out, *, shard_size_mb: float = 100, compression: str | None = None, skip_bad: bool = False,
@@ -209,7 +232,10 @@ def build(plan: Plan, out, *, shard_size_mb: float = 100, compression: str | Non
         first = plan.rejections[0]
         more = f" (and {len(plan.rejections) - 1} more; --skip-bad sets them aside)" if len(plan.rejections) > 1 else ""
         raise BuildError(first.message() + more)
-    _check_not_empty({k: len(v) for k, v in plan.subsets.items()})
+    counts = {k: len(v) for k, v in plan.subsets.items()}
+    rejected = [[r.s2_name, r.s1_name, r.source, r.reason] for r in plan.rejections]
+    if not rejected:
+        _check_not_empty(counts)  # before anything is written
     per_shard = records_per_shard(shard_size_mb)
     fingerprint = _fingerprint(plan, per_shard, compression)
     out = os.fspath(out)
@@ -224,6 +250,9 @@ def build(plan: Plan, out, *, shard_size_mb: float = 100, compression: str | Non
         if held.stale:
             (log or _note)(f"note: {out}: taking over the stale lock of {lock.describe(held.stale)}, "
                            f"which is no longer running")
+        if rejected and (not sum(counts.values()) or not counts.get("train")):  # --skip-bad left nothing
+            _write_rejected(out, rejected)
+            _check_not_empty(counts, rejected, os.path.join(out, REJECTED))
         if _prepare_out(out, fingerprint):
             return manifest.load_manifest(out)
         shards = _shards(plan, per_shard, compression)
@@ -330,15 +359,9 @@ def _finish(plan: Plan, out: str, shards, compression, command: str, per_shard: 
         entry["count"] += side["records"]
         entry["shards"].append({k: side[k] for k in ("file", "records", "bytes", "sha256")})
         rejected.extend(side["rejected"])
-    _check_not_empty({k: v["count"] for k, v in subsets.items()})
     if rejected:
-        tmp = os.path.join(out, REJECTED + ".tmp")
-        with _writing(tmp):
-            with open(tmp, "w", newline="", encoding="utf-8") as f:
-                w = csv.writer(f)
-                w.writerow(["s2_name", "s1_name", "source", "reason"])
-                w.writerows(rejected)
-            os.replace(tmp, os.path.join(out, REJECTED))
+        _write_rejected(out, rejected)
+    _check_not_empty({k: v["count"] for k, v in subsets.items()}, rejected, os.path.join(out, REJECTED))
     data = {
         "schema_version": manifest.SCHEMA_VERSION,
         "format": "BigEarthNet-MM pairs as tf.train.Example (see README, 'Record schema')",
@@ -356,5 +379,7 @@ def _finish(plan: Plan, out: str, shards, compression, command: str, per_shard: 
         "source": plan.source.to_json(),
         "command": command,
     }
+    if plan.holdout:
+        data["holdout"] = plan.holdout_summary()
     _write_json_atomic(os.path.join(out, manifest.FILE), data)
     return manifest.load_manifest(out)

@@ -70,6 +70,12 @@ class Manifest(Mapping):
     def compression(self) -> str | None:
         return self._data["compression"]
 
+    @property
+    def holdout(self) -> dict | None:
+        """The region-shift hold-out: countries, country_map, per-country counts of `region_shift`
+        and `region_shift_ood`, and the held-out drops; None for a build without one."""
+        return self._data.get("holdout")
+
     def in_distribution_classes(self) -> list[str]:
         """Names of the in-distribution classes, in the order of the label vector."""
         return [self.class_names[i] for i in self.partition.in_distribution]
@@ -187,6 +193,10 @@ def check_manifest(data, build_dir, partition: Partition | dict | None = None) -
         mean, std = stats.get("mean"), stats.get("std")
         if not (_finite(mean) and _finite(std) and std > 0):
             raise ManifestError(f"{path}: band_stats of {band} are unusable: mean {mean!r}, std {std!r}")
+    holdout = data.get("holdout")
+    if holdout is not None and not (isinstance(holdout, dict) and isinstance(holdout.get("countries"), list)
+                                    and holdout["countries"]):
+        raise ManifestError(f"{path}: 'holdout' names no countries: {holdout!r}")
     m = Manifest(data, build_dir)
     for name, entry in data["subsets"].items():
         if not isinstance(entry, dict) or not isinstance(entry.get("count"), int) or not isinstance(entry.get("shards"), list):
