@@ -5,6 +5,7 @@ Real-data tests skip when ../shared/bigearthnet is absent, unless REQUIRE_SHARED
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import os
@@ -101,3 +102,55 @@ def source_flags(info, **override) -> list[str]:
     import dataclasses
 
     return dataclasses.replace(info.source(), **override).flags()
+
+
+# --------------------------------------------------------------------------- the protocol, independently
+# The seed paper's protocol as README.md states it, from synth.json alone: in-distribution 2-13,
+# OOD-train 0-1, OOD-test 14-18; splits → train/val/test and the OOD subsets; cloud/snow/very-cloudy
+# sources keep in-distribution patches only; held-out countries only in region_shift(_ood).
+ID, OOD_TRAIN, OOD_TEST = set(range(2, 14)), {0, 1}, set(range(14, 19))
+ROUTES = {("train", "in_distribution"): "train", ("val", "in_distribution"): "val", ("test", "in_distribution"): "test",
+          ("train", "ood_train"): "ood_train", ("val", "ood_train"): "ood_val", ("test", "ood_test"): "ood_test",
+          ("cloudy", "in_distribution"): "cloudy", ("snow", "in_distribution"): "snow",
+          ("very_cloudy", "in_distribution"): "very_cloudy"}
+
+
+def label_group(labels):
+    labels = set(labels)
+    if not labels:
+        return "no_19_class_label"
+    for name, members in (("in_distribution", ID), ("ood_train", OOD_TRAIN), ("ood_test", OOD_TEST)):
+        if labels <= members:
+            return name
+    return "mixed_labels"
+
+
+def _sources(pair):
+    """The lists / metadata sources a synthetic pair is on, as its layout writes them."""
+    kind = pair["kind"]
+    if kind in ("cloudy", "very_cloudy", "snow"):  # v1: the lists; v2: the extra parquet's flags
+        return ["snow"] if kind == "snow" else ["cloudy"] + (["very_cloudy"] if kind == "very_cloudy" else [])
+    return [pair["split"]]
+
+
+def expected(info, held_out=()):
+    """(subset → set of s2 names, dropped reason → count) of a synthetic archive, from synth.json."""
+    subsets, dropped = collections.defaultdict(set), collections.Counter()
+    for pair in info["pairs"]:
+        group = label_group(pair["labels"])
+        for source in _sources(pair):
+            if pair.get("country") in held_out:
+                region = {"in_distribution": "region_shift", "ood_test": "region_shift_ood"}.get(group)
+                if source in ("train", "val", "test") and region:
+                    subsets[region].add(pair["s2_name"])
+                else:
+                    dropped[f"held_out_{group}" if source in ("train", "val", "test") else f"held_out_in_{source}"] += 1
+                continue
+            subset = ROUTES.get((source, group))
+            if subset:
+                subsets[subset].add(pair["s2_name"])
+            elif group in ("no_19_class_label", "mixed_labels"):
+                dropped[group] += 1
+            else:
+                dropped[f"{group}_in_{source}"] += 1
+    return subsets, dict(dropped)

@@ -10,16 +10,21 @@ import rasterio
 
 from conftest import run_cli, source_flags
 from tfrecords_builder import iter_records, load_manifest
-from tfrecords_builder.synth import read_archive_info
+from tfrecords_builder.synth import read_archive_info, write_archive
+
+
+@pytest.fixture(scope="module")
+def small_v1(tmp_path_factory):
+    return write_archive(str(tmp_path_factory.mktemp("bad-input") / "v1"), "v1", 24, seed=3)
 
 
 @pytest.fixture
-def archive(synth_v1, tmp_path):
-    """A private copy of the synthetic v1 archive and one clean train pair in it to break."""
+def archive(small_v1, tmp_path):
+    """A private copy of a small synthetic v1 archive and one clean train pair in it to break."""
     root = tmp_path / "archive"
-    shutil.copytree(os.path.dirname(synth_v1["s2_root"]), root)
+    shutil.copytree(os.path.dirname(small_v1["s2_root"]), root)
     info = read_archive_info(root)
-    victim = next(p for p in synth_v1["pairs"] if p["kind"] == "clean" and p["split"] == "train")
+    victim = next(p for p in small_v1["pairs"] if p["kind"] == "clean" and p["split"] == "train")
     return info, victim
 
 
@@ -157,7 +162,37 @@ def test_empty_result(archive, tmp_path):
                          cloudy_list=None, snow_list=None, very_cloudy_list=None)
     proc = run_cli("build", *flags, "--out", tmp_path / "out", check=False)
     assert proc.returncode == 2 and proc.stderr.strip() == (
-        "error: empty result: no pair is left in any subset (check the lists, partition and --skip-bad reasons)")
+        "error: empty result: no pair is left in any subset (check the lists and the partition)")
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_skip_bad_leaving_nothing_names_the_reasons_and_writes_rejected_csv(archive, tmp_path):
+    info, _ = archive
+    absent = tmp_path / "absent.csv"
+    absent.write_text("S2A_MSIL2A_20170101T101010_1_2\r\nS2B_MSIL2A_20170101T101010_3_4\r\n")
+    pairs = [p for p in info["pairs"] if p["split"] == "train"][:2]  # and two whose S1 folder is gone
+    for p in pairs:
+        shutil.rmtree(_s1(info, p))
+    one_column = tmp_path / "train.csv"
+    one_column.write_text("".join(f"{p['s2_name']}\r\n" for p in pairs))
+    flags = source_flags(info, train=str(one_column), val=str(absent), test=str(absent),
+                         cloudy_list=None, snow_list=None, very_cloudy_list=None)
+    out = tmp_path / "out"
+    proc = run_cli("build", *flags, "--out", out, "--skip-bad", check=False)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0] == (f"error: empty result: no pair is left in any subset (rejected: missing S1 partner 2, "
+                        f"not in the archive 4 (listed in {out / 'rejected.csv'}))")
+    with open(out / "rejected.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((r["source"], r["reason"].split(":")[0]) for r in rows) == sorted(
+        [("train", "missing S1 partner")] * 2 + [("val", "not in the archive")] * 2 + [("test", "not in the archive")] * 2)
+    # the corrected command into the same folder builds (nothing was written that could be mixed in)
+    run_cli("build", *source_flags(info), "--out", out, "--skip-bad", "--quiet")
+    manifest = load_manifest(out)
+    assert manifest["rejected"]["by_reason"] == {"missing S1 partner": 2}
+    with open(out / "rejected.csv") as f:
+        assert sorted(r["s2_name"] for r in csv.DictReader(f)) == sorted(p["s2_name"] for p in pairs)
 
 
 def test_malformed_list_and_missing_flags(archive, tmp_path):

@@ -16,7 +16,7 @@ import rasterio
 from tfrecords_builder import layout as L
 from tfrecords_builder import load_manifest, synth
 from tfrecords_builder.nomenclature import Partition
-from tfrecords_builder.synth import writer
+from tfrecords_builder.synth import pixels, writer
 from tfrecords_builder.nomenclature import BAND_DTYPE, BAND_SIZE, CLASS_NAMES, CORINE_43_TO_19, S1_BANDS, labels_from_43
 
 PAIRS = 40
@@ -260,11 +260,16 @@ def test_profile_matches_real_example(v1, tmp_path):
 # ---------------------------------------------------------------- determinism
 
 
-def test_deterministic_across_runs_and_workers(v1, v2, tmp_path):
+# (that the same arguments give the same archive: test_default_archive_is_the_recorded_one)
+@pytest.mark.slow
+def test_deterministic_across_workers(v1, tmp_path):
     again = synth.write_archive(str(tmp_path / "v1"), "v1", PAIRS, SEED, workers=2, progress=True)
     assert _digests(_root(again)) == _digests(_root(v1))
-    again = synth.write_archive(str(tmp_path / "v2"), "v2", PAIRS, SEED)
-    assert _digests(_root(again)) == _digests(_root(v2))
+    regional = [synth.write_archive(str(tmp_path / f"r{w}"), "v2", 24, SEED, workers=w, regions=3) for w in (1, 2)]
+    assert _digests(_root(regional[0])) == _digests(_root(regional[1]))
+
+
+def test_another_seed_gives_other_pixels(v1, tmp_path):
     other = synth.write_archive(str(tmp_path / "other"), "v1", PAIRS, SEED + 1)
     mine, theirs = _digests(_root(v1)), _digests(_root(other))
     assert set(mine.values()).isdisjoint(v for k, v in theirs.items() if k.endswith(".tif"))
@@ -365,3 +370,99 @@ def test_cached_build_named_reused_resumed_and_rewritten_for_another_generator(t
     out = synth.ensure_synthetic_build(cache, "v1", 24, 0, partition=custom, **quiet)
     assert out == str(cache / f"synthetic-v1-24-seed0-g{version + 1}-{tag}" / "tfrecords")
     assert load_manifest(out, partition=custom).partition == custom
+
+
+# ---------------------------------------------------------------- the default world stays as it was
+def content_digest(root):
+    """sha256 over every file of an archive: GeoTIFF pixels and georeferencing, parquet schema and
+    rows, other files' bytes (so GDAL's or pyarrow's own file layout does not matter)."""
+    h = hashlib.sha256()
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            h.update(os.path.relpath(path, root).replace(os.sep, "/").encode() + b"\0")
+            if name.endswith(".tif"):
+                with rasterio.open(path) as src:
+                    a = src.read(1)
+                    meta = [str(a.dtype), list(a.shape), list(src.transform)[:6], src.crs.to_epsg(), src.nodata]
+                h.update(json.dumps(meta).encode() + np.ascontiguousarray(a).tobytes())
+            elif name.endswith(".parquet"):
+                table = pq.read_table(path)
+                h.update(str(table.schema).encode() + json.dumps(table.to_pylist()).encode())
+            else:
+                with open(path, "rb") as f:
+                    h.update(f.read())
+    return h.hexdigest()
+
+
+# Recorded with generator version 2 before regions existed (commit f4eff17), 30 pairs, seed 5.
+DEFAULT_DIGESTS = {"v1": "c3819d6e99ea909c5544c39a9504625d970e6faae1095cfbce1a9445b2610a5e",
+                   "v2": "d8bed22f29fe3fbd7fb4a56ca0a83aea56802f397d353afeded4e1b142e8cf8b"}
+
+
+@pytest.mark.parametrize("layout", ["v1", "v2"])
+def test_default_archive_is_the_recorded_one(tmp_path, layout):
+    """Regions (and anything after generator 2) leave the default world as it was: no version bump."""
+    assert synth.GENERATOR_VERSION == 2
+    synth.write_archive(str(tmp_path / layout), layout, 30, 5)
+    assert content_digest(tmp_path / layout) == DEFAULT_DIGESTS[layout]
+
+
+# ---------------------------------------------------------------- regions
+REGIONS = ("Ireland", "Portugal", "Finland")  # the first three, in the documented order
+
+
+def test_regional_archive_is_deterministic_and_says_where_each_patch_is(tmp_path):
+    a = synth.write_archive(str(tmp_path / "a"), "v2", PAIRS, SEED, regions=3)
+    b = synth.write_archive(str(tmp_path / "b"), "v2", PAIRS, SEED, regions=3)
+    assert content_digest(tmp_path / "a") == content_digest(tmp_path / "b") and a["pairs"] == b["pairs"]
+    assert a["regions"] == 3
+    countries = {p["s2_name"]: p["country"] for p in a["pairs"]}
+    assert set(countries.values()) == set(REGIONS)
+    rows = pq.read_table(a["metadata"]).to_pylist() + pq.read_table(a["extra_metadata"]).to_pylist()
+    assert {r["patch_id"]: r["country"] for r in rows} == countries
+    # v1: a country map in reBEN's schema beside the archive covers every v1 patch
+    v1 = synth.write_archive(str(tmp_path / "v1"), "v1", PAIRS, SEED, regions=3)
+    rows = [r for path in v1["country_map"] for r in pq.read_table(path).to_pylist()]
+    assert pq.read_table(v1["country_map"][0]).schema.names == ["patch_id", "labels", "split", "country", "s1_name",
+                                                                 "s2v1_name", "contains_seasonal_snow",
+                                                                 "contains_cloud_or_shadow"]
+    assert {r["s2v1_name"]: r["country"] for r in rows} == {p["s2_name"]: p["country"] for p in v1["pairs"]}
+    with pytest.raises(ValueError, match="regions must be 0 or 2-10, got 1"):
+        synth.write_archive(str(tmp_path / "c"), "v2", PAIRS, SEED, regions=1)
+
+
+def _patch_means(climate, covers, seeds=range(12)):
+    """Band → per-patch means of a pure-cover patch over `seeds`, for one region's climate."""
+    out = {}
+    for seed in seeds:
+        s2, s1 = pixels.synthesize(np.random.default_rng([99, seed]), covers, "clean", climate)
+        for band, a in {**s2, **s1}.items():
+            out.setdefault(band, []).append(float(a.astype(np.float64).mean()))
+    return {band: np.array(v) for band, v in out.items()}
+
+
+@pytest.mark.parametrize("covers, bands, why", [
+    ([8], ["B07", "B08", "B8A"], "phenology: broad-leaved forest red-edge/NIR"),
+    ([11], ["B02", "B03", "B04"], "soil brightness: grassland and sparse soil"),
+    ([9], ["B11", "B12"], "moisture: forest SWIR"),
+    ([4], ["VV", "VH"], "moisture: pasture backscatter"),
+])
+def test_regions_differ_by_more_than_their_noise_in_the_affected_bands(covers, bands, why):
+    means = {country: _patch_means(country, covers) for country in REGIONS}
+    for band in bands:
+        for i, a in enumerate(REGIONS):
+            for b in REGIONS[i + 1:]:
+                noise = max(means[a][band].std(), means[b][band].std())  # patch-to-patch spread in a region
+                gap = abs(means[a][band].mean() - means[b][band].mean())
+                assert gap > 3 * noise, (why, band, a, b, gap, noise)
+
+
+def test_regions_leave_water_and_the_default_world_alone():
+    for seed in range(3):
+        default = pixels.synthesize(np.random.default_rng([99, seed]), [17], "clean")
+        for country in REGIONS:
+            regional = pixels.synthesize(np.random.default_rng([99, seed]), [17], "clean", country)
+            for part, other in zip(default, regional):
+                assert all(np.array_equal(part[band], other[band]) for band in part)

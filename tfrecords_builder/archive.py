@@ -11,18 +11,21 @@ import json
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from typing import NamedTuple
 
 from . import layout
 from .nomenclature import LabelError, labels_from_19, labels_from_43
 
-@dataclasses.dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
+    """One S2/S1 pair as a source (split or list) names it. A tuple: reBEN plans hold 550k of them."""
+
     source: str  # train | val | test | cloudy | snow | very_cloudy
     s2_name: str
     s1_name: str
-    s2_dir: str
-    s1_dir: str
+    s2_dir: str | None  # None in a v2 plan made without --root
+    s1_dir: str | None
     labels: tuple  # sorted 19-class indices
+    country: str | None = None  # read only for a hold-out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,14 +161,32 @@ def read_v1(s2_root, s1_root, lists: dict, workers: int = 1):
     return candidates, rejections
 
 
+def with_countries(candidates, country_map) -> tuple[list, list]:
+    """v1 candidates with their reBEN country (`country_map`: parquet files with s2v1_name and
+    country); a patch none of them names becomes a Rejection."""
+    countries = {}
+    for path in country_map:
+        table = read_parquet(path, dict.fromkeys(("s2v1_name", "country"), "--country-map"))
+        for name, country in zip(table.column("s2v1_name").to_pylist(), table.column("country").to_pylist()):
+            countries.setdefault(name, country)
+    kept, rejected = [], []
+    for c in candidates:
+        country = countries.get(c.s2_name)
+        if country is None:
+            rejected.append(Rejection(c.s2_name, c.s1_name, c.source,
+                                      "not in the country map: no --country-map row has this s2v1_name"))
+        else:
+            kept.append(c._replace(country=country))
+    return kept, rejected
+
+
 # ------------------------------------------------------------------------------------ v2
-V2_COLUMNS = ("patch_id", "labels", "split", "s1_name", "s2v1_name", "contains_seasonal_snow", "contains_cloud_or_shadow")
 V2_SPLITS = {"train": "train", "validation": "val", "val": "val", "test": "test"}
 
 
-def read_parquet(path: str, needs: dict) -> dict:
-    """Only the columns in `needs` (column → what needs it, e.g. a flag) of a parquet file, as
-    column → list; a missing file or column is a one-line MetadataError naming both."""
+def read_parquet(path: str, needs: dict):
+    """Only the columns in `needs` (column → the flag that needs it) of a parquet file, as a pyarrow
+    Table; a missing file or column is a one-line MetadataError naming the file, column and flag."""
     import pyarrow.parquet as pq
 
     try:
@@ -178,53 +199,82 @@ def read_parquet(path: str, needs: dict) -> dict:
         if column not in names:
             raise MetadataError(f"{path}: no column {column!r}, which {why} needs (columns: {', '.join(names)})")
     try:
-        return pq.read_table(path, columns=list(needs)).to_pydict()
+        return pq.read_table(path, columns=list(needs))
     except Exception as e:
         raise MetadataError(f"{path}: unreadable ({str(e).splitlines()[0]})") from None
 
 
-def read_v2(root, metadata, extra_metadata=None, very_cloudy_list=None):
-    """Candidates and rejections of a reBEN archive from its parquet files alone (root may be None)."""
-    root = (root or "").rstrip("/") or "."
-    candidates, rejections = [], []
-    by_v1_name = {}
-    label_cache = {}  # the 550k rows share a few thousand label combinations
+def _label_sets(table, path: str) -> tuple[list, list]:
+    """(per row an index into the label sets, the distinct sets as sorted 19-class indices or a
+    LabelError message): the 550k reBEN rows share a few thousand label combinations."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    def add(source, row):
-        s2, s1 = row["patch_id"], row["s1_name"]
-        names = tuple(row["labels"] or ())
-        labels = label_cache.get(names)
-        if labels is None:
-            try:
-                labels = label_cache[names] = labels_from_19(names)
-            except LabelError as e:
-                rejections.append(Rejection(s2, s1, source, str(e)))
-                return
-        candidates.append(Candidate(source, s2, s1, *layout.v2_dirs(root, s2, s1), labels))
+    kind = table.schema.field("labels").type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or not pa.types.is_string(kind.value_type):
+        raise MetadataError(f"{path}: column 'labels' is {kind}, expected a list of 19-class names")
+    joined = pc.binary_join(table.column("labels"), "\x1f").combine_chunks().dictionary_encode()
+    sets = []
+    for key in joined.dictionary.to_pylist():
+        try:
+            sets.append(labels_from_19(key.split("\x1f") if key else ()))
+        except LabelError as e:
+            sets.append(str(e))
+    return joined.indices.fill_null(len(sets)).to_pylist(), sets + [()]  # a null list: no label
 
-    tables = [(metadata, False)] + ([(extra_metadata, True)] if extra_metadata else [])
-    for path, is_extra in tables:
-        cols = read_parquet(path, dict.fromkeys(V2_COLUMNS, "a BigEarthNet v2 build"))
-        for values in zip(*(cols[k] for k in V2_COLUMNS)):
-            row = dict(zip(V2_COLUMNS, values))
-            by_v1_name.setdefault(row["s2v1_name"], row)
-            if is_extra:
-                if row["contains_cloud_or_shadow"]:
-                    add("cloudy", row)
-                if row["contains_seasonal_snow"]:
-                    add("snow", row)
-                continue
-            split = V2_SPLITS.get(row["split"])
-            if split is None:
-                raise MetadataError(f"{path}: patch {row['patch_id']} has unknown split {row['split']!r}")
-            add(split, row)
+
+def read_v2(root, metadata, extra_metadata=None, very_cloudy_list=None, countries: bool = False):
+    """Candidates and rejections of a reBEN archive from its parquet files alone.
+
+    Reads only the columns it uses: patch_id, s1_name, labels and split (from `extra_metadata`
+    the snow/cloud flags instead of split), s2v1_name with a `very_cloudy_list`, country when
+    `countries` (a hold-out). Without `root` (a plan) the candidates have no folders.
+    """
+    root = (root.rstrip("/") or "/") if root else None
+    candidates, rejections, by_v1_name = [], [], {}
+
+    def add(source, patch_id, s1_name, labels, country):
+        if isinstance(labels, str):
+            rejections.append(Rejection(patch_id, s1_name, source, labels))
+            return
+        dirs = layout.v2_dirs(root, patch_id, s1_name) if root else (None, None)
+        candidates.append(Candidate(source, patch_id, s1_name, *dirs, labels, country))
+
+    tables = [(metadata, "--metadata")] + ([(extra_metadata, "--extra-metadata")] if extra_metadata else [])
+    for path, flag in tables:
+        extra = flag == "--extra-metadata"
+        needs = dict.fromkeys(("patch_id", "s1_name", "labels") + (
+            ("contains_cloud_or_shadow", "contains_seasonal_snow") if extra else ("split",)), flag)
+        if very_cloudy_list:
+            needs["s2v1_name"] = "--very-cloudy-list"
+        if countries:
+            needs["country"] = "--holdout-countries"
+        table = read_parquet(path, needs)
+        label_index, label_sets = _label_sets(table, path)
+        column = lambda name: table.column(name).to_pylist() if name in needs else [None] * table.num_rows  # noqa: E731
+        if extra:
+            sources = [("cloudy",) * bool(c) + ("snow",) * bool(s)
+                       for c, s in zip(column("contains_cloud_or_shadow"), column("contains_seasonal_snow"))]
+        else:
+            splits = column("split")
+            for bad in set(splits) - set(V2_SPLITS):
+                patch_id = table.column("patch_id")[splits.index(bad)].as_py()
+                raise MetadataError(f"{path}: patch {patch_id} has unknown split {bad!r} (expected train, validation or test)")
+            sources = [(V2_SPLITS[split],) for split in splits]
+        rows = zip(column("patch_id"), column("s1_name"), label_index, column("country"), sources, column("s2v1_name"))
+        for patch_id, s1_name, i, country, names, s2v1 in rows:
+            labels = label_sets[i]
+            if very_cloudy_list:
+                by_v1_name.setdefault(s2v1, (patch_id, s1_name, labels, country))
+            for source in names:
+                add(source, patch_id, s1_name, labels, country)
     if very_cloudy_list:
         for s2v1, s1 in read_list(very_cloudy_list):
             row = by_v1_name.get(s2v1)
             if row is None:
                 rejections.append(Rejection(s2v1, s1 or "", "very_cloudy", "not in the archive: no parquet row has this s2v1_name"))
             else:
-                add("very_cloudy", row)
+                add("very_cloudy", *row)
     return candidates, rejections
 
 

@@ -6,25 +6,32 @@ written under a temporary name, renamed, and then recorded in a sidecar under `.
 of the same command skips shards that have a sidecar, so a kill at any point loses at most the
 shard in progress and the result is byte-identical to an uninterrupted run. `manifest.json` is
 written last; its presence means the build is complete.
+
+Only one build writes a folder at a time (`lock.py`). A write that fails (full disk, read-only
+folder) stops the build with one line naming the path; what was finished stays, so the same
+command resumes once the cause is gone.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import math
 import multiprocessing
 import os
+import sys
 import threading
 
 import numpy as np
 
-from . import images, layout, manifest, records
+from . import images, layout, lock, manifest, records
 from .archive import Rejection
 from .nomenclature import BAND_DTYPE, BAND_SIZE, BANDS, CLASS_NAMES, S2_BANDS
 from .plan import Plan, reason_counts
 
 STATE_DIR = ".build"
+LOCK = "lock"
 REJECTED = "rejected.csv"
 _RECORD_OVERHEAD = 400  # bytes of names, labels and protobuf/TFRecord framing per record
 
@@ -136,56 +143,131 @@ def _fingerprint(plan: Plan, per_shard: int, compression) -> str:
         "compression": compression,
         "subsets": {k: [[c.s2_name, c.s1_name, list(c.labels)] for c in v] for k, v in plan.subsets.items()},
     }
+    if plan.holdout:  # (absent otherwise, so builds without one keep their fingerprint)
+        content["holdout"] = list(plan.holdout.countries)
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def _writing(path: str):
+    """Turn a failed write (full disk, read-only folder) into one BuildError line naming the path."""
+    try:
+        yield
+    except OSError as e:
+        raise BuildError(f"{e.filename or path}: cannot write ({e.strerror or e}); nothing is lost: make room or "
+                         f"fix the permissions, then run the same command again to resume") from None
 
 
 def _write_json_atomic(path: str, obj) -> None:
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    with _writing(path):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+
+
+def _claim(out: str) -> None:
+    """Make `out` a build folder (with `.build/`), refusing a file or a folder of something else."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise BuildError(f"{out}: not a directory; choose another --out")
+    if os.path.isdir(out) and os.listdir(out) and not os.path.isdir(os.path.join(out, STATE_DIR)):
+        raise BuildError(f"{out}: directory is not empty and holds no build of this tool; choose another --out")
+    with _writing(out):
+        os.makedirs(os.path.join(out, STATE_DIR), exist_ok=True)
 
 
 def _prepare_out(out: str, fingerprint: str) -> bool:
-    """Create or re-open `out`; True when a finished build of the same plan is already there."""
-    state_path = os.path.join(out, STATE_DIR, "state.json")
+    """Record the plan's fingerprint in a claimed, locked `out`; True when a finished build of the
+    same plan is already there. A folder where nothing was finished yet is taken for the new plan."""
+    state = os.path.join(out, STATE_DIR)
+    state_path = os.path.join(state, "state.json")
     if os.path.exists(state_path):
         with open(state_path, encoding="utf-8") as f:
-            if json.load(f).get("fingerprint") != fingerprint:
-                raise BuildError(f"{out}: holds a build of different inputs or options; choose another --out")
-        return os.path.exists(os.path.join(out, manifest.FILE))
-    if os.path.isdir(out) and os.listdir(out):
-        raise BuildError(f"{out}: directory is not empty and holds no build of this tool; choose another --out")
-    os.makedirs(os.path.join(out, STATE_DIR), exist_ok=True)
+            if json.load(f).get("fingerprint") == fingerprint:
+                return os.path.exists(os.path.join(out, manifest.FILE))
+        if os.path.exists(os.path.join(out, manifest.FILE)) or any(".tfrecord" in n for n in os.listdir(state)):
+            raise BuildError(f"{out}: holds a build of different inputs or options; choose another --out")
+    with _writing(out), contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(out, REJECTED))  # of an earlier attempt that left nothing to write
     _write_json_atomic(state_path, {"fingerprint": fingerprint})
     return False
 
 
-def _check_not_empty(counts: dict) -> None:
+def _check_not_empty(counts: dict, rejected=(), where: str = "") -> None:
+    """BuildError when nothing (or no train pair) is left; the rejection reasons say why."""
+    if rejected:
+        reasons = ", ".join(f"{k} {v}" for k, v in reason_counts(r[3] for r in rejected).items())
+        why = f"rejected: {reasons} (listed in {where})"
+    else:
+        why = "check the lists and the partition"
     if not sum(counts.values()):
-        raise BuildError("empty result: no pair is left in any subset (check the lists, partition and --skip-bad reasons)")
+        raise BuildError(f"empty result: no pair is left in any subset ({why})")
     if not counts.get("train"):
-        raise BuildError("empty result: the train subset has no pairs, so no band statistics can be computed")
+        raise BuildError(f"empty result: the train subset has no pairs, so no band statistics can be computed ({why})")
 
 
-def build(plan: Plan, out: str, *, shard_size_mb: float = 100, compression: str | None = None,
-          skip_bad: bool = False, workers: int = 1, command: str = "", progress: bool = False) -> manifest.Manifest:
+def _write_rejected(out: str, rejected) -> None:
+    """rejected.csv: s2_name, s1_name, source, reason of every pair set aside."""
+    tmp = os.path.join(out, REJECTED + ".tmp")
+    with _writing(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["s2_name", "s1_name", "source", "reason"])
+            w.writerows(rejected)
+        os.replace(tmp, os.path.join(out, REJECTED))
+
+
+def build(plan: Plan, out, *, shard_size_mb: float = 100, compression: str | None = None, skip_bad: bool = False,
+          workers: int = 1, command: str = "", progress: bool = False, log=None) -> manifest.Manifest:
     """Write the shards, `rejected.csv` and `manifest.json` for `plan` into `out`; returns the
-    manifest as every reader sees it (read back through `manifest.load_manifest`)."""
+    manifest as every reader sees it (read back through `manifest.load_manifest`).
+
+    One build at a time holds `out` (`lock.OutputLock`); `log` (default: stderr) hears when the
+    stale lock of a build that died is taken over.
+    """
     if compression not in (None, "gzip"):
         raise ValueError(f"compression must be None or 'gzip', got {compression!r}")
     if plan.rejections and not skip_bad:
         first = plan.rejections[0]
         more = f" (and {len(plan.rejections) - 1} more; --skip-bad sets them aside)" if len(plan.rejections) > 1 else ""
         raise BuildError(first.message() + more)
-    _check_not_empty({k: len(v) for k, v in plan.subsets.items()})
+    counts = {k: len(v) for k, v in plan.subsets.items()}
+    rejected = [[r.s2_name, r.s1_name, r.source, r.reason] for r in plan.rejections]
+    if not rejected:
+        _check_not_empty(counts)  # before anything is written
     per_shard = records_per_shard(shard_size_mb)
     fingerprint = _fingerprint(plan, per_shard, compression)
-    if _prepare_out(out, fingerprint):
-        return manifest.load_manifest(out)
+    out = os.fspath(out)
+    _claim(out)
+    held = lock.OutputLock(os.path.join(out, STATE_DIR, LOCK))
+    try:
+        with _writing(held.path):
+            held.acquire()
+    except lock.LockHeld as e:
+        raise BuildError(str(e)) from None
+    try:
+        if held.stale:
+            (log or _note)(f"note: {out}: taking over the stale lock of {lock.describe(held.stale)}, "
+                           f"which is no longer running")
+        if rejected and (not sum(counts.values()) or not counts.get("train")):  # --skip-bad left nothing
+            _write_rejected(out, rejected)
+            _check_not_empty(counts, rejected, os.path.join(out, REJECTED))
+        if _prepare_out(out, fingerprint):
+            return manifest.load_manifest(out)
+        shards = _shards(plan, per_shard, compression)
+        _write_shards(out, shards, compression, skip_bad, workers, progress)
+        return _finish(plan, out, shards, compression, command, per_shard)
+    finally:
+        held.release()
 
-    shards = _shards(plan, per_shard, compression)
+
+def _note(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _write_shards(out: str, shards, compression, skip_bad: bool, workers: int, progress: bool) -> None:
+    """Convert and write every shard that has no completion record yet."""
     state = os.path.join(out, STATE_DIR)
     pending = [s for s in shards if not os.path.exists(os.path.join(state, s[0] + ".json"))]
     total = sum(len(items) for _, _, items in pending)
@@ -202,7 +284,6 @@ def build(plan: Plan, out: str, *, shard_size_mb: float = 100, compression: str 
         raise
     finally:
         bar.close()
-    return _finish(plan, out, shards, compression, command, per_shard)
 
 
 def _progress_bar(total: int, done_shards: int, enabled: bool):
@@ -219,7 +300,7 @@ def _write_shard(out, name, subset, items, results, compression, skip_bad, bar) 
     tmp = os.path.join(out, f".{name}.tmp")
     stats, rejected, count = {}, [], 0
     try:
-        with tfrecord.Writer(tmp, compression) as writer:
+        with _writing(tmp), tfrecord.Writer(tmp, compression) as writer:
             for c in items:
                 payload, pair_stats, reason = next(results)
                 bar.update(1)
@@ -236,12 +317,13 @@ def _write_shard(out, name, subset, items, results, compression, skip_bad, bar) 
                     acc[1] += s
                     acc[2] += ss
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
     sidecar = {"file": name, "subset": subset, "records": count, "bytes": writer.size,
                "sha256": writer.sha256, "stats": stats, "rejected": rejected}
-    os.replace(tmp, final)
+    with _writing(final):
+        os.replace(tmp, final)
     _write_json_atomic(os.path.join(out, STATE_DIR, name + ".json"), sidecar)
 
 
@@ -277,14 +359,9 @@ def _finish(plan: Plan, out: str, shards, compression, command: str, per_shard: 
         entry["count"] += side["records"]
         entry["shards"].append({k: side[k] for k in ("file", "records", "bytes", "sha256")})
         rejected.extend(side["rejected"])
-    _check_not_empty({k: v["count"] for k, v in subsets.items()})
     if rejected:
-        tmp = os.path.join(out, REJECTED + ".tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["s2_name", "s1_name", "source", "reason"])
-            w.writerows(rejected)
-        os.replace(tmp, os.path.join(out, REJECTED))
+        _write_rejected(out, rejected)
+    _check_not_empty({k: v["count"] for k, v in subsets.items()}, rejected, os.path.join(out, REJECTED))
     data = {
         "schema_version": manifest.SCHEMA_VERSION,
         "format": "BigEarthNet-MM pairs as tf.train.Example (see README, 'Record schema')",
@@ -302,5 +379,7 @@ def _finish(plan: Plan, out: str, shards, compression, command: str, per_shard: 
         "source": plan.source.to_json(),
         "command": command,
     }
+    if plan.holdout:
+        data["holdout"] = plan.holdout_summary()
     _write_json_atomic(os.path.join(out, manifest.FILE), data)
     return manifest.load_manifest(out)

@@ -13,7 +13,7 @@ import sys
 
 from . import build
 from .nomenclature import DEFAULT_PARTITION, Partition, format_index_set
-from .plan import FLAGS, Source, make_plan
+from .plan import FLAGS, Holdout, Source, make_plan
 
 _PARTITION_FLAGS = {name: format_index_set(getattr(DEFAULT_PARTITION, name))
                     for name in ("in_distribution", "ood_train", "ood_test")}
@@ -27,6 +27,9 @@ def _add_source_flags(p: argparse.ArgumentParser) -> None:
         v1.add_argument(f"--{split}", help=f"{split} list: S2 names, or S2,S1 pairs; CRLF or LF")
     v1.add_argument("--cloudy-list", help="patches with clouds and shadows (one or two columns)")
     v1.add_argument("--snow-list", help="patches with seasonal snow (one or two columns)")
+    v1.add_argument("--country-map", nargs="+", metavar="PARQUET",
+                    help="with --holdout-countries: reBEN parquet files giving each v1 patch its country "
+                         "(s2v1_name → country), e.g. metadata.parquet and the snow/cloud one")
     v2 = p.add_argument_group("BigEarthNet v2.0 / reBEN (parquet)")
     v2.add_argument("--root", help="folder holding BigEarthNet-S2/ and BigEarthNet-S1/ (not needed by plan)")
     v2.add_argument("--metadata", help="metadata.parquet")
@@ -38,6 +41,9 @@ def _add_source_flags(p: argparse.ArgumentParser) -> None:
                             ("ood_test", "indices of OOD classes for testing")):
         default = _PARTITION_FLAGS[name]
         both.add_argument("--" + name.replace("_", "-"), default=default, help=f"{help_text} (default {default})")
+    both.add_argument("--holdout-countries", metavar="NAME[,NAME...]",
+                      help="region shift: these countries' patches form only the region_shift and "
+                           "region_shift_ood subsets (v2: the country column; v1: --country-map)")
     both.add_argument("--seed", type=int, default=0, help="seed of the record order within each subset (default 0)")
     both.add_argument("--workers", type=int, default=1, help="processes reading metadata and images (default 1)")
 
@@ -63,7 +69,10 @@ def source_of(args) -> Source:
 
 def _plan(args, need_images: bool):
     partition = Partition.parse(args.in_distribution, args.ood_train, args.ood_test)
-    return make_plan(source_of(args), partition, args.seed, args.workers, need_images)
+    if args.country_map and not args.holdout_countries:
+        raise ValueError("--country-map is only used with --holdout-countries")
+    holdout = Holdout.parse(args.holdout_countries, args.country_map) if args.holdout_countries else None
+    return make_plan(source_of(args), partition, args.seed, args.workers, need_images, holdout)
 
 
 def cmd_plan(args) -> int:
@@ -72,7 +81,7 @@ def cmd_plan(args) -> int:
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
-        _print_counts(summary["subsets"], summary["dropped"], summary["rejected"])
+        _print_counts(summary["subsets"], summary["dropped"], summary["rejected"], summary.get("holdout"))
         for r in plan.rejections[:10]:
             print(f"  rejected: {r.message()}")
     return 0
@@ -83,17 +92,21 @@ def cmd_build(args) -> int:
     command = "python -m tfrecords_builder " + " ".join(shlex.quote(a) for a in args.argv)
     m = build.build(plan, args.out, shard_size_mb=args.shard_size_mb, compression=args.compression,
                     skip_bad=args.skip_bad, workers=args.workers, command=command, progress=not args.quiet)
-    _print_counts(m["subsets"], m["dropped"], m["rejected"]["by_reason"])
+    _print_counts(m["subsets"], m["dropped"], m["rejected"]["by_reason"], m.get("holdout"))
     print(f"wrote {m.path}")
     return 0
 
 
-def _print_counts(subset_counts, dropped, rejected) -> None:
+def _print_counts(subset_counts, dropped, rejected, holdout=None) -> None:
     for name, entry in subset_counts.items():
-        print(f"{name:>12}: {entry['count']}")
+        print(f"{name:>16}: {entry['count']}")
     for title, counts in (("dropped", dropped), ("rejected", rejected)):
         if counts:
             print(f"{title}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if holdout:
+        print(f"held out: {', '.join(holdout['countries'])}")
+        for name in ("region_shift", "region_shift_ood"):
+            print(f"  {name}: " + (", ".join(f"{k} {v}" for k, v in holdout[name].items()) or "none"))
 
 
 def cmd_inspect(args) -> int:
@@ -105,7 +118,8 @@ def cmd_inspect(args) -> int:
 def cmd_synth(args) -> int:
     from .synth import write_archive
 
-    write_archive(args.out, args.layout, args.pairs, args.seed, workers=args.workers, progress=not args.quiet)
+    write_archive(args.out, args.layout, args.pairs, args.seed, workers=args.workers, progress=not args.quiet,
+                  regions=args.regions)
     print(f"wrote a synthetic {args.layout} archive of {args.pairs} pairs to {args.out} "
           f"(see {os.path.join(args.out, 'synth.json')})")
     return 0
@@ -131,7 +145,7 @@ _EXAMPLES = {
              "--out reben-tfrecords --workers 2",
     "plan": "Print the subset, drop and rejection counts of an archive from its metadata alone (no GeoTIFF "
             "is read).\n\nexample:\n  python -m tfrecords_builder plan --metadata metadata.parquet "
-            "--extra-metadata metadata_for_patches_with_snow_cloud_or_shadow.parquet --json",
+            "--extra-metadata metadata_for_patches_with_snow_cloud_or_shadow.parquet --holdout-countries Serbia,Portugal",
     "synth": "Write a synthetic archive in the exact real v1 or v2 layout, for tests and demos.\n\n"
              "example:\n  python -m tfrecords_builder synth --out synthetic-v2 --layout v2 --pairs 400",
     "inspect": "Summarise a build and verify every shard (sha256, record CRCs, record counts); exit 1 when "
@@ -166,6 +180,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--pairs", type=int, default=200, help="number of S2/S1 pairs, at least 20 (default 200)")
     s.add_argument("--seed", type=int, default=0, help="seed of everything in the archive (default 0)")
     s.add_argument("--workers", type=int, default=1, help="processes writing pairs (default 1)")
+    s.add_argument("--regions", type=int, default=0,
+                   help="N >= 2: scenes in N countries whose signatures differ (phenology, soil brightness and "
+                        "moisture, SAR backscatter); v1 archives get a reBEN-schema country map (default 0: none)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     i = command("inspect", "manifest summary and checksum verification", cmd_inspect)
     i.add_argument("dir", help="a build folder (holding manifest.json)")
@@ -191,6 +208,9 @@ def main(argv=None) -> int:
         return args.func(args)
     except (ValueError, build.BuildError) as e:  # MetadataError and ManifestError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. synth into a read-only folder (build names its own write failures)
+        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)

@@ -47,6 +47,7 @@ def inspect(out_dir: str, verify_shards: bool = True, as_json: bool = False) -> 
     if as_json:
         summary = {k: m[k] for k in ("schema_version", "partition", "dropped", "rejected", "band_stats", "source")}
         summary["subsets"] = {k: {"count": v["count"], "shards": len(v["shards"])} for k, v in m["subsets"].items()}
+        summary["holdout"] = m.holdout
         summary["problems"] = problems
         print(json.dumps(summary, indent=1))
     else:
@@ -55,8 +56,10 @@ def inspect(out_dir: str, verify_shards: bool = True, as_json: bool = False) -> 
               f"{total / 1e6:.1f} MB, compression {m.compression or 'none'}")
         part = m["partition"]
         print(f"partition: in-distribution {part['in_distribution']}, ood_train {part['ood_train']}, ood_test {part['ood_test']}")
+        if m.holdout:
+            print(f"held out (region_shift, region_shift_ood): {', '.join(m.holdout['countries'])}")
         for name, entry in m["subsets"].items():
-            print(f"{name:>12}: {entry['count']:>8} records in {len(entry['shards'])} shards")
+            print(f"{name:>16}: {entry['count']:>8} records in {len(entry['shards'])} shards")
         if m["dropped"]:
             print("dropped: " + ", ".join(f"{k} {v}" for k, v in m["dropped"].items()))
         if m["rejected"]["count"]:

@@ -7,8 +7,8 @@ band statistics once, and hands back a `Manifest`. A problem is one `ManifestErr
 the file and what is wrong.
 
 Shard entries must be plain file names inside the build folder: a name with a directory part, an
-absolute path or a symlink that leads out of the folder is refused, so a tampered manifest can
-never make a reader open (or hash) a file elsewhere.
+absolute path or a symlink that leads out of the folder is refused (at load, and by `shard_path`),
+so a tampered manifest can never make a reader open (or hash) a file elsewhere.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ FILE = "manifest.json"
 COMPRESSIONS = (None, "gzip")
 REMEDY = "python -m tfrecords_builder inspect {dir}"
 _REQUIRED = ("schema_version", "class_names", "partition", "bands", "subsets", "band_stats", "compression")
+_SHARD_KEYS = {"file": str, "records": int, "bytes": int, "sha256": str}
 
 
 class ManifestError(ValueError):
@@ -69,6 +70,12 @@ class Manifest(Mapping):
     @property
     def compression(self) -> str | None:
         return self._data["compression"]
+
+    @property
+    def holdout(self) -> dict | None:
+        """The region-shift hold-out: countries, country_map, per-country counts of `region_shift`
+        and `region_shift_ood`, and the held-out drops; None for a build without one."""
+        return self._data.get("holdout")
 
     def in_distribution_classes(self) -> list[str]:
         """Names of the in-distribution classes, in the order of the label vector."""
@@ -199,6 +206,9 @@ def check_manifest(data, build_dir, partition: Partition | dict | None = None) -
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise ManifestError(f"{path}: no {missing[0]!r} entry (keys found: {sorted(data)})")
+    for key in ("bands", "subsets", "band_stats"):
+        if not isinstance(data[key], dict):
+            raise ManifestError(f"{path}: {key!r} is not a JSON object")
     if data["compression"] not in COMPRESSIONS:
         raise ManifestError(f"{path}: unknown compression {data['compression']!r} (expected null or 'gzip')")
     if list(data["class_names"]) != list(CLASS_NAMES):
@@ -225,13 +235,23 @@ def check_manifest(data, build_dir, partition: Partition | dict | None = None) -
         mean, std = stats.get("mean"), stats.get("std")
         if not (_finite(mean) and _finite(std) and std > 0):
             raise ManifestError(f"{path}: band_stats of {band} are unusable: mean {mean!r}, std {std!r}")
+    holdout = data.get("holdout")
+    if holdout is not None and not (isinstance(holdout, dict) and isinstance(holdout.get("countries"), list)
+                                    and holdout["countries"]):
+        raise ManifestError(f"{path}: 'holdout' names no countries: {holdout!r}")
+    m = Manifest(data, build_dir)
     for name, entry in data["subsets"].items():
-        if not isinstance(entry, dict) or "count" not in entry or "shards" not in entry:
+        if not isinstance(entry, dict) or not isinstance(entry.get("count"), int) or not isinstance(entry.get("shards"), list):
             raise ManifestError(f"{path}: subset {name!r} has no count/shards")
-        total = sum(int(s.get("records", 0)) for s in entry["shards"])
+        for shard in entry["shards"]:
+            if not isinstance(shard, dict) or not all(isinstance(shard.get(k), t) for k, t in _SHARD_KEYS.items()):
+                raise ManifestError(f"{path}: subset {name!r} has a shard entry without "
+                                    f"{', '.join(_SHARD_KEYS)}: {shard!r}")
+            m.shard_path(shard["file"])  # refuses a path that leaves the build folder
+        total = sum(s["records"] for s in entry["shards"])
         if total != entry["count"]:
             raise ManifestError(f"{path}: subset {name!r} lists {entry['count']} records but its shards hold {total}")
-    return Manifest(data, build_dir)
+    return m
 
 
 def _partition(d, path) -> Partition:

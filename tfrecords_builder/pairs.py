@@ -103,8 +103,8 @@ def _v2_pairs(root: str, metadata: str) -> list[Pair]:
     needs = {"patch_id": "pairing S2 with S1", "s1_name": "pairing S2 with S1"}
     s1_of = {}
     for path in [metadata] + ([extra] if os.path.exists(extra) else []):
-        cols = read_parquet(path, needs)
-        for patch_id, s1_name in zip(cols["patch_id"], cols["s1_name"]):
+        table = read_parquet(path, needs)
+        for patch_id, s1_name in zip(table.column("patch_id").to_pylist(), table.column("s1_name").to_pylist()):
             s1_of.setdefault(patch_id, s1_name)
     pairs = []
     for patch_id, s1_name in sorted(s1_of.items()):

@@ -7,7 +7,10 @@ then converts the plan. The synthetic cache and the benchmark call the same two 
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
+import gc
 import os
 
 from . import archive, subsets
@@ -69,6 +72,30 @@ class Source:
         return {"layout": self.layout, **{f: getattr(self, f) for f in FLAGS if getattr(self, f)}}
 
 
+@dataclasses.dataclass(frozen=True)
+class Holdout:
+    """A region-shift protocol: the countries held out of every subset but `region_shift` and
+    `region_shift_ood`. A v1 archive has no countries: `country_map` names reBEN parquet files
+    (`s2v1_name` → `country`, e.g. metadata.parquet and the snow/cloud one) that give them."""
+
+    countries: tuple[str, ...]
+    country_map: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if isinstance(self.countries, str):
+            raise ValueError(f"hold-out countries must be a list of names, got the string {self.countries!r}")
+        countries = tuple(sorted({c.strip() for c in self.countries if c.strip()}))
+        if not countries:
+            raise ValueError("--holdout-countries needs at least one country name")
+        object.__setattr__(self, "countries", countries)
+        object.__setattr__(self, "country_map", tuple(os.path.abspath(os.fspath(p)) for p in self.country_map))
+
+    @classmethod
+    def parse(cls, countries: str, country_map=()) -> "Holdout":
+        """From the CLI: 'Finland,Portugal' and the --country-map files."""
+        return cls(tuple(countries.split(",")), tuple(country_map or ()))
+
+
 @dataclasses.dataclass
 class Plan:
     """What metadata alone says: subsets in record order, drops, and per-patch problems."""
@@ -79,13 +106,26 @@ class Plan:
     subsets: dict  # name → [Candidate]
     dropped: dict  # reason → count
     rejections: list  # [Rejection]
+    holdout: Holdout | None = None
 
     def summary(self) -> dict:
-        return {
+        out = {
             "subsets": {name: {"count": len(items)} for name, items in self.subsets.items()},
             "dropped": self.dropped,
             "rejected": reason_counts(r.reason for r in self.rejections),
         }
+        if self.holdout:
+            out["holdout"] = self.holdout_summary()
+        return out
+
+    def holdout_summary(self) -> dict | None:
+        """The hold-out and its counts (per country for the region-shift subsets), for the manifest."""
+        if not self.holdout:
+            return None
+        by_country = lambda name: dict(sorted(collections.Counter(c.country for c in self.subsets[name]).items()))  # noqa: E731
+        return {"countries": list(self.holdout.countries), "country_map": list(self.holdout.country_map) or None,
+                **{name: by_country(name) for name in subsets.REGION_SUBSETS},
+                "dropped": {k: v for k, v in self.dropped.items() if k.startswith("held_out_")}}
 
 
 def reason_counts(reasons) -> dict:
@@ -98,21 +138,49 @@ def reason_counts(reasons) -> dict:
 
 
 def make_plan(source: Source, partition: Partition = DEFAULT_PARTITION, seed: int = 0, workers: int = 1,
-              need_images: bool = True) -> Plan:
+              need_images: bool = True, holdout: Holdout | None = None) -> Plan:
     """Read the archive's metadata and assign every pair to a subset (or a drop reason).
 
     `need_images`: the plan is for a build, so the v2 image folder (`--root`) must be known.
+    `holdout`: countries whose patches form only the region-shift subsets.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers!r}")
-    if source.layout == "v2":
-        if need_images and not source.root:
-            raise ValueError("--root is required to build a v2 archive")
-        candidates, rejections = archive.read_v2(source.root, source.metadata, source.extra_metadata,
-                                                 source.very_cloudy_list)
-    else:
-        lists = {"train": source.train, "val": source.val, "test": source.test, "cloudy": source.cloudy_list,
-                 "snow": source.snow_list, "very_cloudy": source.very_cloudy_list}
-        candidates, rejections = archive.read_v1(source.s2_root, source.s1_root, lists, workers)
-    assigned, dropped = subsets.assign(candidates, partition, seed)
-    return Plan(source, partition, seed, assigned, dropped, rejections)
+    if holdout and source.layout == "v2" and holdout.country_map:
+        raise ValueError("--country-map is for v1 archives; v2 metadata has its own country column")
+    if holdout and source.layout == "v1" and not holdout.country_map:
+        raise ValueError("a v1 hold-out needs --country-map (reBEN's metadata.parquet: s2v1_name → country)")
+    with _allocating():
+        if source.layout == "v2":
+            if need_images and not source.root:
+                raise ValueError("--root is required to build a v2 archive")
+            candidates, rejections = archive.read_v2(source.root, source.metadata, source.extra_metadata,
+                                                     source.very_cloudy_list, countries=holdout is not None)
+        else:
+            lists = {"train": source.train, "val": source.val, "test": source.test, "cloudy": source.cloudy_list,
+                     "snow": source.snow_list, "very_cloudy": source.very_cloudy_list}
+            candidates, rejections = archive.read_v1(source.s2_root, source.s1_root, lists, workers)
+            if holdout:
+                candidates, unmapped = archive.with_countries(candidates, holdout.country_map)
+                rejections += unmapped
+        if holdout:
+            present = {c.country for c in candidates}
+            unknown = [c for c in holdout.countries if c not in present]
+            if unknown:
+                raise ValueError(f"--holdout-countries: no patch from {', '.join(map(repr, unknown))}; "
+                                 f"the metadata has {', '.join(sorted(p for p in present if p))}")
+        assigned, dropped = subsets.assign(candidates, partition, seed, holdout.countries if holdout else ())
+    return Plan(source, partition, seed, assigned, dropped, rejections, holdout)
+
+
+@contextlib.contextmanager
+def _allocating():
+    """No cyclic garbage collection while a plan allocates its ~1M small acyclic objects (reBEN):
+    the collector would rescan them all again and again, a third of the plan's time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import tfrecord
-from .manifest import load_manifest
+from .manifest import ManifestError, load_manifest
 from .nomenclature import BAND_DTYPE, BAND_SIZE, BANDS, CLASS_NAMES
 
 
@@ -39,8 +39,35 @@ def decode(payload: bytes, class_names=CLASS_NAMES) -> dict:
 
 def iter_records(out_dir, subset: str):
     """Yield every record of `subset` in shard order as a dict of numpy arrays (see `decode`);
-    nothing for an empty subset, ManifestError for an unknown one."""
+    nothing for an empty subset, ManifestError for an unknown one.
+
+    Every shard is checked as it is read: a missing, truncated or corrupt shard (record CRCs), or
+    one holding another number of records than the manifest lists, is a one-line ManifestError
+    naming the shard and the remedy — never a silent short read.
+    """
     m = load_manifest(out_dir)
     for shard in m.shards(subset, empty_ok=True):
-        for payload in tfrecord.read_records(shard["path"], m.compression):
+        listed, n = int(shard["records"]), 0
+        for payload in _payloads(m, shard, subset):
+            n += 1
+            if n > listed:
+                raise _damaged(m, shard, subset, f"holds more records than the {listed} the manifest lists")
             yield decode(payload, m.class_names)
+        if n < listed:
+            short = listed - n
+            raise _damaged(m, shard, subset, f"holds {n} records, {short} record{'s' * (short > 1)} fewer than the "
+                                             f"{listed} the manifest lists")
+
+
+def _payloads(m, shard, subset):
+    try:
+        yield from tfrecord.read_records(shard["path"], m.compression)
+    except FileNotFoundError:
+        raise _damaged(m, shard, subset, "missing") from None
+    except (ValueError, OSError) as e:
+        raise _damaged(m, shard, subset, e.strerror if isinstance(e, OSError) and e.strerror else str(e)) from None
+
+
+def _damaged(m, shard, subset, what: str) -> ManifestError:
+    return ManifestError(f"{shard['path']}: shard of subset {subset!r} is damaged: {what}; "
+                         f"check the build with {m.remedy()}")

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import struct
+import zlib
 
 import google_crc32c
 
@@ -179,26 +180,33 @@ class Writer:
 
 
 def read_records(path: str, compression: str | None = None):
-    """Yield the payloads of a TFRecord file, verifying both CRCs of every record."""
+    """Yield the payloads of a TFRecord file, verifying both CRCs of every record.
+
+    A damaged file raises ValueError saying what is wrong and where (the caller names the file);
+    OSError (a missing or unreadable file) passes through.
+    """
     opener = gzip.open if compression == "gzip" else open
-    with opener(path, "rb") as f:
-        f = io.BufferedReader(f) if compression == "gzip" else f
-        index = 0
-        while True:
-            header = f.read(12)
-            if not header:
-                return
-            if len(header) < 12:
-                raise ValueError(f"{path}: truncated record header at record {index}")
-            length_bytes, crc = header[:8], struct.unpack("<I", header[8:])[0]
-            if _masked_crc(length_bytes) != crc:
-                raise ValueError(f"{path}: corrupt length CRC at record {index}")
-            (length,) = struct.unpack("<Q", length_bytes)
-            payload = f.read(length)
-            tail = f.read(4)
-            if len(payload) < length or len(tail) < 4:
-                raise ValueError(f"{path}: truncated record {index}")
-            if _masked_crc(payload) != struct.unpack("<I", tail)[0]:
-                raise ValueError(f"{path}: corrupt data CRC at record {index}")
-            yield payload
-            index += 1
+    index = 0
+    try:
+        with opener(path, "rb") as f:
+            f = io.BufferedReader(f) if compression == "gzip" else f
+            while True:
+                header = f.read(12)
+                if not header:
+                    return
+                if len(header) < 12:
+                    raise ValueError(f"truncated record header at record {index}")
+                length_bytes, crc = header[:8], struct.unpack("<I", header[8:])[0]
+                if _masked_crc(length_bytes) != crc:
+                    raise ValueError(f"corrupt length CRC at record {index}")
+                (length,) = struct.unpack("<Q", length_bytes)
+                payload = f.read(length)
+                tail = f.read(4)
+                if len(payload) < length or len(tail) < 4:
+                    raise ValueError(f"truncated record {index}")
+                if _masked_crc(payload) != struct.unpack("<I", tail)[0]:
+                    raise ValueError(f"corrupt data CRC at record {index}")
+                yield payload
+                index += 1
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise ValueError(f"truncated or corrupt gzip data at record {index} ({e})") from None

@@ -17,24 +17,35 @@ from ..plan import make_plan
 from . import writer
 
 
-def cache_name(layout: str, pairs: int, seed: int, partition: Partition = DEFAULT_PARTITION) -> str:
-    """`synthetic-{layout}-{pairs}-seed{seed}-g{GENERATOR_VERSION}`, plus a hash of the partition
-    when it is not the default (the build differs, the archive does not)."""
-    tag = "" if partition == DEFAULT_PARTITION else "-" + hashlib.sha1(
-        json.dumps(partition.to_json(), sort_keys=True).encode()).hexdigest()[:8]
-    return f"synthetic-{layout}-{pairs}-seed{seed}-g{writer.GENERATOR_VERSION}{tag}"
+def cache_name(layout: str, pairs: int, seed: int, partition: Partition = DEFAULT_PARTITION, regions: int = 0,
+               holdout_countries=()) -> str:
+    """`synthetic-{layout}-{pairs}-seed{seed}-g{GENERATOR_VERSION}`, then `-r{regions}` for an
+    archive with regions, a hash of the partition when it is not the default and `-holdout-` with
+    a hash of the held-out countries when there are any (the build differs, the archive does not)."""
+    tag = "" if partition == DEFAULT_PARTITION else "-" + _hash(partition.to_json())
+    region_tag = f"-r{regions}" if regions else ""
+    holdout_tag = f"-holdout-{_hash(sorted(holdout_countries))}" if holdout_countries else ""
+    return f"synthetic-{layout}-{pairs}-seed{seed}-g{writer.GENERATOR_VERSION}{region_tag}{tag}{holdout_tag}"
+
+
+def _hash(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def ensure_synthetic_build(cache_dir, layout: str = "v1", pairs: int = 400, seed: int = 0,
                            partition: Partition = DEFAULT_PARTITION, workers: int = 2, progress: bool = True,
-                           log=print) -> str:
+                           log=print, regions: int = 0, holdout_countries=()) -> str:
     """CACHE_DIR/NAME/archive (synthetic) built into CACHE_DIR/NAME/tfrecords; returns the build folder.
 
-    Each step is done once: a finished build is returned as it is, an interrupted synthesis starts
-    again, an interrupted build resumes, and an archive written by another generator version is
-    written again (with its build).
+    `regions`: see `writer.write_archive`; `holdout_countries`: a region-shift build (e.g. with
+    regions 3, `("Finland",)` of Ireland, Portugal and Finland). Each step is done once: a finished
+    build is returned as it is, an interrupted synthesis starts again, an interrupted build
+    resumes, and an archive written by another generator version is written again (with its build).
     """
-    root = os.path.join(os.path.expanduser(os.fspath(cache_dir)), cache_name(layout, pairs, seed, partition))
+    if isinstance(holdout_countries, str):
+        raise ValueError(f"holdout_countries must be a list of names, got the string {holdout_countries!r}")
+    name = cache_name(layout, pairs, seed, partition, regions, holdout_countries)
+    root = os.path.join(os.path.expanduser(os.fspath(cache_dir)), name)
     archive_dir, out = os.path.join(root, "archive"), os.path.join(root, "tfrecords")
     info_path = os.path.join(archive_dir, "synth.json")
     if os.path.exists(info_path) and writer.read_archive_info(archive_dir).get("generator") != writer.GENERATOR_VERSION:
@@ -46,10 +57,13 @@ def ensure_synthetic_build(cache_dir, layout: str = "v1", pairs: int = 400, seed
     if not os.path.exists(info_path):
         shutil.rmtree(archive_dir, ignore_errors=True)  # an interrupted synthesis starts again
         log(f"writing a synthetic {layout} archive of {pairs} pairs to {archive_dir}")
-        writer.write_archive(archive_dir, layout, pairs, seed, workers=workers, progress=progress)
+        writer.write_archive(archive_dir, layout, pairs, seed, workers=workers, progress=progress, regions=regions)
     log(f"building it into {out}")
-    plan = make_plan(writer.read_archive_info(archive_dir).source(), partition, workers=workers)
-    build.build(plan, out, workers=workers, progress=progress,
+    info = writer.read_archive_info(archive_dir)
+    plan = make_plan(info.source(), partition, workers=workers,
+                     holdout=info.holdout(holdout_countries) if holdout_countries else None)
+    build.build(plan, out, workers=workers, progress=progress, log=log,
                 command=f"tfrecords_builder.ensure_synthetic_build({os.fspath(cache_dir)!r}, layout={layout!r}, "
-                        f"pairs={pairs}, seed={seed}, partition={partition.to_json()})")
+                        f"pairs={pairs}, seed={seed}, partition={partition.to_json()}, regions={regions}, "
+                        f"holdout_countries={tuple(holdout_countries)})")
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..nomenclature import BAND_SIZE, S1_BANDS, S2_BANDS
+from . import regions
 from .spectra import CLOUD, COVERS, DROPPED_COVERS, ENDMEMBERS, SNOW, SNOW_VISIBILITY
 from .textures import PATCH_PX, TEXTURES, XX, YY, shifted, smooth
 
@@ -19,14 +20,16 @@ _S2_SIG = {k: np.asarray(v[0], np.float32) for k, v in ENDMEMBERS.items()}
 _S1_SIG = {k: np.asarray(v[1], np.float32) for k, v in ENDMEMBERS.items()}
 
 
-def synthesize(rng, covers: list, kind: str) -> tuple[dict, dict]:
+def synthesize(rng, covers: list, kind: str, climate: str | None = None) -> tuple[dict, dict]:
     """BAND -> native-resolution array for S2 (uint16) and S1 (float32 dB) of one pair.
 
     `covers` holds 19-class indices and dropped 43-class names; each gets regions of the
     10 m scene. Clouds touch only the optical image, snow both; noise is added at native size.
+    `climate`: a country of `regions.CLIMATES` whose shifted signatures the covers take (None: the
+    library's own); the random draws are the same either way.
     """
     cover_map = _segment(rng, len(covers), sum(isinstance(c, int) for c in covers))
-    s2, s1 = _compose(rng, covers, cover_map)
+    s2, s1 = _compose(rng, covers, cover_map, *(regions.signatures(climate) if climate else (_S2_SIG, _S1_SIG)))
     if kind in ("cloudy", "very_cloudy"):
         _add_clouds(rng, s2, full=(kind == "very_cloudy"))
     elif kind == "snow":
@@ -62,7 +65,7 @@ def _cover_spec(cover):
     return COVERS[cover] if isinstance(cover, int) else DROPPED_COVERS[cover]
 
 
-def _compose(rng, covers: list, cover_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _compose(rng, covers: list, cover_map: np.ndarray, s2_sig: dict, s1_sig: dict) -> tuple[np.ndarray, np.ndarray]:
     """10 m optical (12, H, W) reflectance and SAR (2, H, W) dB from the covers' endmembers."""
     n = len(covers)
     a2, b2 = np.empty((n, 12), np.float32), np.empty((n, 12), np.float32)
@@ -71,9 +74,9 @@ def _compose(rng, covers: list, cover_map: np.ndarray) -> tuple[np.ndarray, np.n
     for i, cover in enumerate(covers):
         a, b, texture, mix = _cover_spec(cover)
         gain = rng.normal(1.0, 0.05)  # regions of one cover differ a little in brightness
-        a2[i], b2[i] = _S2_SIG[a] * gain, _S2_SIG[b] * gain
+        a2[i], b2[i] = s2_sig[a] * gain, s2_sig[b] * gain
         shift = rng.normal(0.0, 0.7)
-        a1[i], b1[i] = _S1_SIG[a] + shift, _S1_SIG[b] + shift
+        a1[i], b1[i] = s1_sig[a] + shift, s1_sig[b] + shift
         t = TEXTURES[texture](rng)
         frac = np.where(cover_map == i, np.clip(2 * mix * t, 0, 1), frac)
     s2 = a2.T[:, cover_map] * (1 - frac) + b2.T[:, cover_map] * frac

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from ..nomenclature import CORINE_43_TO_19, DEFAULT_PARTITION
+from .regions import REGION_ORDER
 from .spectra import DROPPED_COVERS
 
 # Share of `pairs` per kind; "clean" takes the rest (at least half).
@@ -62,11 +63,17 @@ PATCH_M = 1200
 GRID = 90  # patch positions per tile side (a 109.8 km tile holds 91)
 
 
-def plan_archive(layout: str, pairs: int, seed: int) -> tuple[list[dict], list[dict]]:
-    """Scenes and one task per pair, drawn from a generator independent of the pixel ones."""
+def plan_archive(layout: str, pairs: int, seed: int, regions: int = 0) -> tuple[list[dict], list[dict]]:
+    """Scenes and one task per pair, drawn from a generator independent of the pixel ones.
+
+    `regions` (2 or more): scene j lies in region j % regions, the country `REGION_ORDER[r]`, whose
+    climate shifts its pixels (task "climate"); 0 leaves every draw as it always was.
+    """
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
     n_scenes = max(4, min(3 * len(TILES), pairs // 50), math.ceil(pairs / GRID**2))
-    scenes = _plan_scenes(rng, n_scenes)
+    if regions:
+        n_scenes = regions * math.ceil(n_scenes / regions)  # as many scenes in every region
+    scenes = _plan_scenes(rng, n_scenes, regions)
     kinds = _kind_list(pairs, layout)
     kinds = [kinds[i] for i in rng.permutation(pairs)]
     splits = _split_list(rng, kinds, layout)
@@ -83,6 +90,7 @@ def plan_archive(layout: str, pairs: int, seed: int) -> tuple[list[dict], list[d
             "index": i, "kind": kind, "split": splits[i], "labels": list(labels),
             "labels_43": names43, "covers": [int(c) for c in labels] + extra,
             "scene": i % n_scenes, "h": int(h), "v": int(v), **_names(scene, int(h), int(v)),
+            "climate": scene["climate"],
         })
     return scenes, tasks
 
@@ -123,9 +131,12 @@ def _positions(rng, pairs: int, n_scenes: int) -> list[tuple[int, int]]:
     return out
 
 
-def _plan_scenes(rng, n: int) -> list[dict]:
+def _plan_scenes(rng, n: int, regions: int = 0) -> list[dict]:
     """n distinct acquisitions; about 1/4 at 09:xx so their v1 names drop the hour's zero."""
     tiles = [TILES[i] for i in rng.permutation(len(TILES))]
+    if regions:  # (after the draw above, so that archives without regions stay as they were)
+        by_country = {tile[3]: tile for tile in TILES}
+        tiles = [by_country[country] for country in REGION_ORDER[:regions]]
     early = set(rng.permutation(n)[: max(1, round(n / 4))].tolist())
     start = dt.datetime(2017, 6, 1)
     days = rng.choice(365, size=n, replace=False)
@@ -147,7 +158,8 @@ def _plan_scenes(rng, n: int) -> list[dict]:
             s1_mission = "S1B" if s2_mission == "S2A" else "S1A"
         zone = int(tile[:2])
         scenes.append({
-            "tile": tile, "x0": x0, "y0": y0, "country": country, "zone": zone, "epsg": 32600 + zone,
+            "tile": tile, "x0": x0, "y0": y0, "country": country, "climate": country if regions else None,
+            "zone": zone, "epsg": 32600 + zone,
             "s2_mission": s2_mission, "s2_time": s2_time, "v2_time": v2_time,
             "v1_stamp": _v1_stamp(s2_time), "orbit": int(rng.integers(1, 144)),
             "baseline": "N0205" if s2_time < dt.datetime(2017, 10, 23) else "N0206",
@@ -219,5 +231,7 @@ def public_pair(task: dict, layout: str) -> dict:
         pair["labels_43"] = task["labels_43"]
     else:
         pair["s2v1_name"] = task["s2v1_name"]
+    if task["climate"]:  # archives with regions only, so that the others stay byte-identical
+        pair["country"] = task["climate"]
     return pair
 

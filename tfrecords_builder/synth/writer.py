@@ -22,11 +22,14 @@ from rasterio.crs import CRS
 
 from .. import layout as L
 from ..nomenclature import CLASS_NAMES
-from ..plan import Source
+from ..plan import Holdout, Source
 from .pixels import synthesize
+from .regions import check_regions
 from .scenes import EXCLUDED_KINDS, KINDS, PATCH_M, plan_archive, public_pair
 
-# Bump when the same (layout, pairs, seed) would give different pixels or lists.
+# Bump when the same arguments would give other files (pixels, lists, parquet, synth.json); cached
+# builds carry it in their folder name. A new option that leaves every earlier output as it was
+# (e.g. `regions`, whose default 0 writes the recorded archives of tests/test_synth.py) does not bump it.
 # 2: industrial covers got white roofs (cloud-like spectrum).
 GENERATOR_VERSION = 2
 
@@ -60,7 +63,8 @@ V2_SCHEMA = pa.schema([
 ])
 
 
-def write_archive(out: str, layout: str, pairs: int, seed: int, workers: int = 1, progress: bool = False) -> ArchiveInfo:
+def write_archive(out: str, layout: str, pairs: int, seed: int, workers: int = 1, progress: bool = False,
+                  regions: int = 0) -> ArchiveInfo:
     """Write a synthetic archive under `out`; return (and save as out/synth.json) what it holds.
 
     v1 keys: s2_root, s1_root, train, val, test, cloudy_list, snow_list, very_cloudy_list;
@@ -68,14 +72,21 @@ def write_archive(out: str, layout: str, pairs: int, seed: int, workers: int = 1
     and pairs: one dict per pair with s2_name (v1 name or v2 patch_id), s1_name, labels (sorted
     19-class indices), kind, split ("train" / "val" / "test"; None for v1 cloudy and snow
     patches, which the official v1 splits leave out) and labels_43 (v1) or s2v1_name (v2).
+    `regions` N >= 2 (see `regions`): the scenes lie in N countries whose climates shift the
+    pixels; synth.json then also holds `regions`, each pair's `country`, and for v1 `country_map`,
+    reBEN-schema parquet files beside the archive that give every v1 patch its country.
     Paths in the returned dict are absolute; synth.json stores them relative to `out` so that two
     archives written with the same arguments are byte-identical wherever they live.
     """
-    _check_args(out, layout, pairs, seed, workers)
+    _check_args(out, layout, pairs, seed, workers, regions)
     os.makedirs(out, exist_ok=True)
-    scenes, tasks = plan_archive(layout, pairs, seed)
+    scenes, tasks = plan_archive(layout, pairs, seed, regions)
     _write_pairs(out, layout, seed, scenes, tasks, workers, progress)
     files = _write_lists_v1(out, tasks) if layout == "v1" else _write_lists_v2(out, tasks, scenes)
+    if regions:
+        files["regions"] = regions
+        if layout == "v1":
+            files["country_map"] = _write_reben_metadata(out, tasks, scenes)
     summary = {
         "layout": layout,
         "generator": GENERATOR_VERSION,
@@ -91,15 +102,18 @@ def write_archive(out: str, layout: str, pairs: int, seed: int, workers: int = 1
 
 
 _PATH_KEYS = ("s2_root", "s1_root", "train", "val", "test", "cloudy_list", "snow_list", "very_cloudy_list",
-              "root", "metadata", "extra_metadata")
+              "root", "metadata", "extra_metadata", "country_map")
 
 
 class ArchiveInfo(dict):
     """synth.json with absolute paths: what `write_archive` wrote (see there); `source()` is the
-    archive as the builder takes it."""
+    archive as the builder takes it, `holdout(countries)` a region-shift protocol on it."""
 
     def source(self) -> Source:
-        return Source(self["layout"], **{key: self[key] for key in _PATH_KEYS if key in self})
+        return Source(self["layout"], **{key: self[key] for key in _PATH_KEYS if key in self and key != "country_map"})
+
+    def holdout(self, countries) -> Holdout:
+        return Holdout(tuple(countries), tuple(self.get("country_map", ())))
 
 
 def read_archive_info(out: str) -> ArchiveInfo:
@@ -107,14 +121,16 @@ def read_archive_info(out: str) -> ArchiveInfo:
     with open(os.path.join(out, "synth.json"), encoding="utf-8") as f:
         info = ArchiveInfo(json.load(f))
     root = os.path.abspath(out)
+    absolute = lambda p: os.path.normpath(os.path.join(root, p))  # noqa: E731
     for key in _PATH_KEYS:
         if key in info:
-            info[key] = os.path.normpath(os.path.join(root, info[key]))
+            info[key] = [absolute(p) for p in info[key]] if isinstance(info[key], list) else absolute(info[key])
     return info
 
 
-def _check_args(out, layout, pairs, seed, workers):
+def _check_args(out, layout, pairs, seed, workers, regions):
     """Refuse what would give an unusable or silently mixed archive."""
+    check_regions(regions)
     if layout not in ("v1", "v2"):
         raise ValueError(f"unknown layout {layout!r}: expected 'v1' or 'v2'")
     if isinstance(pairs, bool) or not isinstance(pairs, (int, np.integer)) or pairs < 20:
@@ -158,7 +174,7 @@ def _write_pair(job) -> None:
     """Synthesise and write the 12 S2 bands, VV and VH (and the v1 JSON files) of one pair."""
     out, layout, seed, scene, task = job
     rng = np.random.default_rng([seed, task["index"]])
-    s2, s1 = synthesize(rng, task["covers"], task["kind"])
+    s2, s1 = synthesize(rng, task["covers"], task["kind"], task["climate"])
     if layout == "v1":
         s2_dir, s1_dir = L.v1_dirs(os.path.join(out, L.V1_S2_DIR), os.path.join(out, L.V1_S1_DIR),
                                    task["s2v1_name"], task["s1_name"])
@@ -245,13 +261,14 @@ def _write_lists_v1(out: str, tasks: list[dict]) -> dict:
     return {"s2_root": L.V1_S2_DIR, "s1_root": L.V1_S1_DIR, **V1_FILES}
 
 
-def _write_lists_v2(out: str, tasks: list[dict], scenes: list[dict]) -> dict:
+def _write_reben_metadata(out: str, tasks: list[dict], scenes: list[dict]) -> list[str]:
+    """metadata.parquet (the clear patches) and the snow/cloud parquet, in reBEN's schema."""
     def table(rows):
         rows = sorted(rows, key=lambda t: t["patch_id"])
         return pa.table({
             "patch_id": [t["patch_id"] for t in rows],
             "labels": [sorted(CLASS_NAMES[c] for c in t["labels"]) for t in rows],
-            "split": [V2_SPLIT_NAMES[t["split"]] for t in rows],
+            "split": [V2_SPLIT_NAMES[t["split"]] if t["split"] else None for t in rows],
             "country": [scenes[t["scene"]]["country"] for t in rows],
             "s1_name": [t["s1_name"] for t in rows],
             "s2v1_name": [t["s2v1_name"] for t in rows],
@@ -259,12 +276,14 @@ def _write_lists_v2(out: str, tasks: list[dict], scenes: list[dict]) -> dict:
             "contains_cloud_or_shadow": [t["kind"] in ("cloudy", "very_cloudy") for t in rows],
         }, schema=V2_SCHEMA)
 
-    pq.write_table(table([t for t in tasks if t["kind"] not in EXCLUDED_KINDS]),
-                   os.path.join(out, L.V2_METADATA))
-    pq.write_table(table([t for t in tasks if t["kind"] in EXCLUDED_KINDS]),
-                   os.path.join(out, L.V2_EXTRA_METADATA))
+    pq.write_table(table([t for t in tasks if t["kind"] not in EXCLUDED_KINDS]), os.path.join(out, L.V2_METADATA))
+    pq.write_table(table([t for t in tasks if t["kind"] in EXCLUDED_KINDS]), os.path.join(out, L.V2_EXTRA_METADATA))
+    return [L.V2_METADATA, L.V2_EXTRA_METADATA]
+
+
+def _write_lists_v2(out: str, tasks: list[dict], scenes: list[dict]) -> dict:
+    metadata, extra_metadata = _write_reben_metadata(out, tasks, scenes)
     _write_crlf(os.path.join(out, V1_FILES["very_cloudy_list"]),
                 sorted(f"{t['s2v1_name']},{t['s1_name']}" for t in tasks if t["kind"] == "very_cloudy"))
-    return {"root": ".", "metadata": L.V2_METADATA, "extra_metadata": L.V2_EXTRA_METADATA,
+    return {"root": ".", "metadata": metadata, "extra_metadata": extra_metadata,
             "very_cloudy_list": V1_FILES["very_cloudy_list"]}
-
