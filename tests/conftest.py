@@ -97,6 +97,14 @@ def synth_v2(tmp_path_factory):
     return write_archive(str(out), "v2", 80, seed=4)
 
 
+@pytest.fixture(scope="session")
+def small_shards(synth_v1, tmp_path_factory):
+    """The session's synthetic v1 archive built with 1.2 MB shards (several per subset)."""
+    out = tmp_path_factory.mktemp("small-shards") / "tfrecords"
+    run_cli("build", *source_flags(synth_v1), "--out", out, "--shard-size-mb", 1.2, "--quiet")
+    return out
+
+
 def source_flags(info, **override) -> list[str]:
     """build/plan flags of a synthetic archive; override Source fields, e.g. train=PATH, root=None."""
     import dataclasses

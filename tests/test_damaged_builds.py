@@ -71,7 +71,8 @@ def test_shard_paths_that_leave_the_build_are_refused(build, built, tamper, monk
         list(iter_records(out, "train"))
     assert "leaves the build folder" in str(e.value) and "\n" not in str(e.value)
     hashed = []
-    monkeypatch.setattr(inspect_module, "_sha256", lambda path: hashed.append(path) or "0" * 64)
+    check = inspect_module.shard_problem
+    monkeypatch.setattr(inspect_module, "shard_problem", lambda shard, *a: hashed.append(shard["path"]) or check(shard, *a))
     proc = run_cli("inspect", out, check=False)
     assert proc.returncode == 2 and "leaves the build folder" in _one_line(proc.stderr)
     assert all(os.path.dirname(os.path.realpath(p)) == os.path.realpath(out) for p in hashed)

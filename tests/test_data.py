@@ -7,7 +7,6 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import run_cli, source_flags
 from tfrecords_builder import ManifestError, iter_records, load_manifest, records, tfrecord
 
 tf = pytest.importorskip("tensorflow")
@@ -19,13 +18,10 @@ RES_60M = ("B01", "B09")
 
 
 @pytest.fixture(scope="session")
-def built(synth_v1, tmp_path_factory):
-    """The session's synthetic v1 archive built with small shards (several per subset for interleaving)."""
-    out = tmp_path_factory.mktemp("data") / "tfrecords"
-    run_cli("build", *source_flags(synth_v1), "--out", out, "--shard-size-mb", 1.2, "--quiet")
-    manifest = json.loads((out / "manifest.json").read_text())
+def built(small_shards):
+    manifest = json.loads((small_shards / "manifest.json").read_text())
     assert len(manifest["subsets"]["train"]["shards"]) >= 3
-    return out
+    return small_shards
 
 
 @pytest.fixture(scope="session")

@@ -277,3 +277,60 @@ def test_predict_root_writes_csv_of_all_pairs(exported, real_examples, fresh, tm
     assert float(rows[0]["p_o"]) == pytest.approx(float(fresh["p_optical_in_distribution"][0]), abs=1e-6)
     assert predict.main(["--model", str(tmp_path), "--root", root]) == 2
     assert "no saved_model.pb" in capsys.readouterr().err
+
+
+def test_non_finite_optical_input_counts_as_missing(exported, real):
+    """NaN or ±inf in the optical bands: never a NaN answer; exactly the answer with the optical
+    flag at 0 (p_o = 0, Eq. 3 from SAR), on the raw and on the preprocessed signature."""
+    model = tf.saved_model.load(str(exported[1]))
+    raw = {k: v.astype(np.float32) if k in serving.S2_BANDS else v for k, v in real[1].items()}
+    raw["optical_available"], raw["sar_available"] = np.ones(6, np.float32), np.ones(6, np.float32)
+    bad = {k: v.copy() for k, v in raw.items()}
+    bad["B02"][0, 5, 5] = np.nan
+    bad["B05"][1] = np.inf
+    bad["B01"][2, 0, 0] = -np.inf
+    signature = model.signatures[serving.SIGNATURE_RAW]
+    got = {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in bad.items()}).items()}
+    flagged = {**raw, "optical_available": np.array([0, 0, 0, 1, 1, 1], np.float32)}
+    want = {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in flagged.items()}).items()}
+    for key in serving.OUTPUTS:
+        assert np.isfinite(got[key]).all(), key
+        np.testing.assert_allclose(got[key], want[key], atol=1e-6, err_msg=key)
+    assert (got["p_optical_in_distribution"][:3] == 0).all() and (got["entropy"][:3] > 0).all()
+    rows = serving.describe(got, [f"c{i}" for i in range(got["probabilities"].shape[1])], bad)
+    assert all("non-finite" in r["note"] for r in rows[:3]) and not any("non-finite" in r["note"] for r in rows[3:])
+
+    pre = model.signatures[serving.SIGNATURE_PREPROCESSED]
+    image = Run(exported[0]).config["data"]["image_size"]
+    s2 = np.zeros((2, image, image, 12), np.float32)
+    s2[0, 0, 0, 0] = np.nan
+    out = pre(s2=s2, s1=np.zeros((2, image, image, 2), np.float32), optical_available=np.ones(2, np.float32),
+              sar_available=np.ones(2, np.float32))
+    assert np.isfinite(out["probabilities"].numpy()).all() and out["p_optical_in_distribution"].numpy()[0] == 0
+
+
+def test_overwrite_swaps_whole_versions_and_clears_leftovers(exported, tmp_path, capsys):
+    """A version folder is replaced whole (the old one is renamed aside first, never deleted in
+    place), and the hidden staging folder a killed export left behind is removed by the next one."""
+    run, model_dir = exported
+    base = tmp_path / "models"
+    shutil.copytree(model_dir, base / "1")
+    leftover = base / ".1.k1ll3d.tmp"  # what a kill -9 during an export leaves
+    (leftover / "variables").mkdir(parents=True)
+    renames = []
+    original = os.replace
+
+    def recorded(src, dst):
+        renames.append((os.path.basename(src), os.path.basename(dst)))
+        return original(src, dst)
+
+    os.replace = recorded
+    try:
+        assert export.main(["--run", str(run), "--out", str(base / "1"), "--overwrite"]) == 0
+    finally:
+        os.replace = original
+    assert sorted(os.listdir(base)) == ["1"] and f"removed {leftover}" in capsys.readouterr().out
+    folder_moves = [(a, b) for a, b in renames if a == "1" or b == "1"]
+    assert folder_moves[0][0] == "1" and folder_moves[0][1].startswith(".1.")  # old version aside first
+    assert folder_moves[1][1] == "1" and folder_moves[1][0].startswith(".1.")  # then the new one in
+    assert tf.saved_model.load(str(base / "1")).signatures["serving_default"] is not None

@@ -213,3 +213,16 @@ def test_kill_9_resumes_from_the_last_committed_epoch(reference, smoke_cache, tm
     assert not (run / "summary.json").exists()
     assert _train(run, smoke_cache, *SHORT) == 0
     _same_run(run, ref)
+
+
+def test_a_full_disk_is_one_line_naming_the_path(smoke_cache, tmp_path, capsys, monkeypatch):
+    import errno
+
+    def full(tmp, path):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(atomic, "_publish", full)
+    assert _train(tmp_path / "run", smoke_cache, "--set", "training.epochs=1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line for line in err if line.startswith(("error", "Traceback"))] == [
+        f"error: {tmp_path / 'run' / 'config.yaml'}: No space left on device"]

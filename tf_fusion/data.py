@@ -22,12 +22,13 @@ symmetries of the square), one per sample, applied identically to its S2 and S1 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from tfrecords_builder import BAND_SIZE, S1_BANDS, S2_BANDS, Manifest, load_manifest
+from tfrecords_builder import BAND_SIZE, S1_BANDS, S2_BANDS, Manifest, ManifestError, load_manifest
 
 NATIVE_SIZE = 120
 RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "area")
@@ -237,3 +238,15 @@ def make_dataset(source, subset, *, batch_size, training=False, image_size=NATIV
     options = tf.data.Options()
     options.deterministic = bool(deterministic)
     return ds.with_options(options)
+
+
+@contextlib.contextmanager
+def shard_errors(manifest, subsets):
+    """A corrupt or vanished shard met while reading becomes one ManifestError line naming it
+    (TensorFlow's own message names no file): the shards are checked record by record."""
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.FailedPreconditionError) as e:
+        manifest.check_shards(subsets, "records")  # raises, naming the shard
+        raise ManifestError(f"reading {', '.join(subsets)} of {manifest.dir} failed ({str(e.message).splitlines()[0]}); "
+                            f"check the build: {manifest.remedy()}") from None

@@ -51,7 +51,7 @@ def predict_scenarios(run: Run, baseline: Run | None = None, log=print) -> dict:
     from .model import gate_inputs
     from .ood import train_ood_heads
     from .protocol import OPTICAL, SAR
-    from .trainer import shard_errors
+    from .data import shard_errors
 
     config, manifest = run.config, run.manifest()
     fusion = run.load_model()

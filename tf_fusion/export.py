@@ -10,7 +10,9 @@ with three named signatures over one graph:
   the manifest's statistics run in the graph, through `tf_fusion.data.make_preprocess_fn` — the
   training pipeline's own function. A missing modality (flag 0) has its normalised input zeroed
   (as in evaluation's missing scenarios) and in-distribution probability exactly 0, so Eq. 3
-  falls back to the other modality.
+  falls back to the other modality. An optical input holding NaN or ±inf counts as missing the
+  same way (non-finite SAR pixels are replaced by the band mean, as in training), so the model
+  never answers NaN.
 - `raw_uint16`: the same with the S2 bands as uint16 (half the bytes over gRPC).
 - `preprocessed`: normalised `s2` [B, S, S, 12], `s1` [B, S, S, 2] and the two flags, for users
   with their own pipeline (`assets/serving.json` holds the statistics and S).
@@ -87,6 +89,13 @@ def _checked(inputs: dict, shapes: dict) -> dict:
     return out
 
 
+def _all_finite(x):
+    """float32 [B, 1]: 1 where every value of the sample is finite."""
+    import tensorflow as tf
+
+    return tf.cast(tf.reduce_all(tf.math.is_finite(x), axis=[1, 2, 3]), tf.float32)[:, None]
+
+
 def _zero_missing(x, available):
     """A missing modality (flag 0): zeros in place of its normalised input, as in evaluation (exact,
     whatever the request held there). Skipped when every sample has it: a select over the whole
@@ -109,7 +118,11 @@ def serving_functions(adaptive, band_stats: dict, *, image_size: int, resize_met
     threshold = float(threshold)
 
     def predict(s2, s1, optical_available, sar_available):
-        opt, sar = tf.reshape(optical_available, [-1, 1]), tf.reshape(sar_available, [-1, 1])
+        # a modality whose normalised input holds a non-finite value counts as missing (p = 0),
+        # so Eq. 3 answers from the other one (raw SAR is finite here: its bad pixels became the
+        # band mean in preprocessing)
+        opt = tf.reshape(optical_available, [-1, 1]) * _all_finite(s2)
+        sar = tf.reshape(sar_available, [-1, 1]) * _all_finite(s1)
         s2, s1 = _zero_missing(s2, opt), _zero_missing(s1, sar)
         res = adaptive({"s2": s2, "s1": s1, "optical_available": opt, "sar_available": sar}, training=False)
         probs = res["probabilities"]

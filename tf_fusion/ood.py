@@ -230,7 +230,8 @@ def train_ood_heads(run: Run, fusion=None, manifest=None, log=print) -> dict:
         log(f"training OOD head {HEAD_NAMES[modality]} ({modality}) on the frozen {_ENCODER[modality]}: "
             f"{manifest.subset_size('train')} in-distribution vs {manifest.subset_size('ood_train')} OOD patches, "
             f"{settings['epochs']} epochs")
-        head, auroc = train_ood_head(fusion, modality, manifest, settings, run.file("logs"), log, **data_kwargs)
+        with tfdata.shard_errors(manifest, ["train", "ood_train", "val", "ood_val"]):
+            head, auroc = train_ood_head(fusion, modality, manifest, settings, run.file("logs"), log, **data_kwargs)
         run.save_ood_head(modality, head, auroc, settings)
         log(f"{run.file(HEAD_NAMES[modality] + '.keras')}: val AUROC (val vs ood_val) {auroc:.4f}")
         out[modality] = (head, auroc)

@@ -252,11 +252,15 @@ def grpc_predict(target: str, request, timeout: float = 60.0) -> dict[str, np.nd
 
 
 # ------------------------------------------------------------------------------ reading outputs
-def ood_note(p_o: float, p_s: float, optical_available=1.0, sar_available=1.0, threshold: float = 0.5) -> str:
-    """A plain-words warning about the inputs of one sample, or "" when both look in-distribution."""
+def ood_note(p_o: float, p_s: float, optical_available=1.0, sar_available=1.0, threshold: float = 0.5,
+             optical_finite: bool = True) -> str:
+    """A plain-words warning about the inputs of one sample, or "" when both look in-distribution.
+    ``optical_finite``: False when the optical bands held NaN or ±inf (the model treats them as missing)."""
     problems = {}
     for name, key, p, present in (("optical", "p_o", p_o, optical_available), ("SAR", "p_s", p_s, sar_available)):
-        if not present:
+        if name == "optical" and present and not optical_finite:
+            problems[name] = "optical has non-finite values (treated as missing)"
+        elif not present:
             problems[name] = f"{name} missing"
         elif p < threshold:
             problems[name] = f"{name} looks out of distribution ({key} = {p:.2f})"
@@ -273,6 +277,8 @@ def describe(outputs: dict, class_names, inputs=None, threshold: float = 0.5) ->
     the `ood_note` (flags taken from `inputs` when given)."""
     n = len(outputs["probabilities"])
     flags = {f: (np.asarray(inputs[f]).reshape(-1) if inputs is not None else np.ones(n)) for f in FLAGS}
+    finite = (np.all([np.isfinite(np.asarray(inputs[b], np.float64)).reshape(n, -1).all(1) for b in S2_BANDS], axis=0)
+              if inputs is not None and all(b in inputs for b in S2_BANDS) else np.ones(n, bool))
     rows = []
     for i in range(n):
         p_o, p_s = float(outputs["p_optical_in_distribution"][i]), float(outputs["p_sar_in_distribution"][i])
@@ -281,6 +287,7 @@ def describe(outputs: dict, class_names, inputs=None, threshold: float = 0.5) ->
             "probabilities": {c: float(p) for c, p in zip(class_names, outputs["probabilities"][i])},
             "p_o": p_o, "p_s": p_s,
             "entropy": float(outputs["entropy"][i]), "confidence": float(outputs["confidence"][i]),
-            "note": ood_note(p_o, p_s, flags["optical_available"][i], flags["sar_available"][i], threshold),
+            "note": ood_note(p_o, p_s, flags["optical_available"][i], flags["sar_available"][i], threshold,
+                             optical_finite=bool(finite[i])),
         })
     return rows

@@ -10,16 +10,13 @@ interleave is free to reorder records within an epoch).
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 
 import keras
-import tensorflow as tf
 from keras import ops
 
-from tfrecords_builder import ManifestError
-
+from .data import shard_errors
 from .passes import FUSED, PASSES
 from .runs import Run, RunError
 from .sources import prepare_data
@@ -40,18 +37,6 @@ def _layers(model):
         yield layer
         if hasattr(layer, "layers"):
             yield from _layers(layer)
-
-
-@contextlib.contextmanager
-def shard_errors(manifest, subsets):
-    """A corrupt or vanished shard met while reading becomes one ManifestError line naming it
-    (TensorFlow's own message names no file): the shards are checked record by record."""
-    try:
-        yield
-    except (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.FailedPreconditionError) as e:
-        manifest.check_shards(subsets, "records")  # raises, naming the shard
-        raise ManifestError(f"reading {', '.join(subsets)} of {manifest.dir} failed ({str(e.message).splitlines()[0]}); "
-                            f"check the build: {manifest.remedy()}") from None
 
 
 class EpochLine(keras.callbacks.Callback):

@@ -1,42 +1,20 @@
 """`inspect DIR`: what a build holds, and whether its shards are intact (sha256 + record CRCs)."""
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 
-from . import tfrecord
-from .manifest import Manifest, load_manifest
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from .manifest import Manifest, load_manifest, shard_problem
 
 
 def verify(m: Manifest) -> list[str]:
-    """One line per problem: missing shard, checksum mismatch, record count mismatch, bad CRC.
-    Shard paths come from `Manifest.shard_path`, so nothing outside the build is ever read."""
+    """One line per damaged shard (missing, another size or sha256, bad record CRCs, another record
+    count), from the same check the readers use (`manifest.shard_problem`); shard paths come from
+    `Manifest.shards`, so nothing outside the build is ever read."""
     problems = []
-    for entry in m["subsets"].values():
-        for shard in entry["shards"]:
-            path = m.shard_path(shard["file"])
-            if not os.path.exists(path):
-                problems.append(f"{shard['file']}: missing")
-                continue
-            if _sha256(path) != shard["sha256"]:
-                problems.append(f"{shard['file']}: sha256 mismatch (file changed or corrupt)")
-                continue
-            try:
-                n = sum(1 for _ in tfrecord.read_records(path, m.compression))
-            except (ValueError, OSError, EOFError) as e:
-                problems.append(f"{shard['file']}: {e}")
-                continue
-            if n != shard["records"]:
-                problems.append(f"{shard['file']}: {n} records, manifest says {shard['records']}")
+    for shard in m.shards(list(m["subsets"]), empty_ok=True):
+        problem = shard_problem(shard, m.compression, "sha256")
+        if problem:
+            problems.append(f"{shard['file']}: {problem}")
     return problems
 
 
