@@ -5,7 +5,7 @@ manifest contract, the NumPy record reader, GeoTIFF reading and archive pairing 
 and the cached synthetic build.
 """
 from .archive import MetadataError
-from .images import BadPair, read_patch
+from .images import GDAL_ENV, BadPair, read_patch
 from .layout import band_paths
 from .manifest import SCHEMA_VERSION, Manifest, ManifestError, check_manifest, load_manifest
 from .nomenclature import (BAND_DTYPE, BAND_SIZE, BANDS, CLASS_NAMES, DEFAULT_PARTITION, MODALITY_BANDS, S1_BANDS,
@@ -20,7 +20,7 @@ __all__ = [
     "Partition", "DEFAULT_PARTITION",
     "SCHEMA_VERSION", "Manifest", "ManifestError", "load_manifest", "check_manifest",
     "iter_records",
-    "BadPair", "read_patch", "band_paths",
+    "BadPair", "read_patch", "band_paths", "GDAL_ENV",
     "Pair", "find_pairs", "MetadataError",
     "GENERATOR_VERSION", "ensure_synthetic_build",
     "__version__",
