@@ -86,7 +86,7 @@ def synth_v1(tmp_path_factory):
     from tfrecords_builder.synth import write_archive
 
     out = tmp_path_factory.mktemp("synth") / "v1"
-    return write_archive(str(out), "v1", 80, seed=3)
+    return write_archive(str(out), "v1", 48, seed=3)
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +94,7 @@ def synth_v2(tmp_path_factory):
     from tfrecords_builder.synth import write_archive
 
     out = tmp_path_factory.mktemp("synth") / "v2"
-    return write_archive(str(out), "v2", 80, seed=4)
+    return write_archive(str(out), "v2", 48, seed=4)
 
 
 @pytest.fixture(scope="session")
