@@ -54,11 +54,11 @@ def smoke_run(tmp_path_factory, smoke_cache, smoke_data):
 
 @pytest.fixture(scope="session")
 def smoke_report(smoke_run):
-    """RUN/report of the smoke run, evaluated with the run itself as `--baseline-run` (so the
-    baseline column must equal the non-adaptive one)."""
+    """RUN/report of the smoke run, evaluated with the run itself as the late-fusion baseline
+    (so that column must equal the non-adaptive one wherever both modalities are there)."""
     from tf_fusion import evaluate
 
-    assert evaluate.main(["--run", str(smoke_run), "--baseline-run", str(smoke_run)]) == 0
+    assert evaluate.main(["--run", str(smoke_run), "--baseline", f"late_fusion={smoke_run}"]) == 0
     return smoke_run / "report"
 
 

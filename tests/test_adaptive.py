@@ -215,10 +215,25 @@ def test_keras_round_trip(models, tmp_path):
 
 
 def test_rejects_a_model_without_branches():
-    from tf_fusion.model import EarlyFusionModel
+    from tf_fusion.baselines import EarlyFusionModel
 
     keras.utils.set_random_seed(0)
     early = EarlyFusionModel(backbone="tiny", num_classes=CLASSES, image_size=SIZE)
     head = build_ood_head(64, (8,), 0.0)
     with pytest.raises(TypeError, match="FusionModel"):
         build_adaptive_model(early, head, head)
+
+
+def test_with_availability_the_non_adaptive_output_closes_missing_gates(models):
+    """The authors' protocol: non-adaptive fusion with a modality missing is the fusion head with
+    that gate closed — the other modality's pass, bitwise — and exactly 0.5 with neither."""
+    adaptive = build_adaptive_model(*models, with_availability=True)
+    x = _inputs(4)
+    ref = _reference(models, x)
+    flags = {"optical_available": np.array([[1], [0], [1], [0], [1], [0]], "float32"),
+             "sar_available": np.array([[1], [1], [0], [0], [1], [1]], "float32")}
+    out = {k: np.asarray(v) for k, v in adaptive({**x, **flags}).items()}
+    want = np.where(flags["optical_available"] * flags["sar_available"] == 1, ref[FUSE],
+                    np.where(flags["optical_available"] == 1, ref[OPT], np.where(flags["sar_available"] == 1, ref[SAR], 0.5)))
+    np.testing.assert_allclose(out[FUSE], want, atol=1e-6)
+    np.testing.assert_array_equal(out[FUSE][3], np.full(CLASSES, 0.5, "float32"))

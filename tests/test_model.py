@@ -18,7 +18,8 @@ tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 from tf_fusion.backbones import BACKBONES, build_backbone  # noqa: E402
-from tf_fusion.model import EarlyFusionModel, FusionModel, Squash, gate_inputs  # noqa: E402
+from tf_fusion.baselines import EarlyFusionModel  # noqa: E402
+from tf_fusion.model import FusionModel, Squash, gate_inputs  # noqa: E402
 from tf_fusion.passes import PASSES  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,6 +120,36 @@ def test_gate_inputs_shapes():
     assert set(g) == {"s2", "s1", "lambda_opt", "lambda_sar"}
 
 
+@pytest.mark.parametrize("backbone", ["tiny", pytest.param("resnet18", marks=pytest.mark.slow),
+                                      pytest.param("resnet50", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("stage", [1, 2, 3, 4, 5])
+def test_every_fusion_stage_builds_and_a_closed_gate_zeroes_its_maps(backbone, stage):
+    """Branches end after the stem and stage − 1 residual stages (feature maps), or pooled at
+    stage 5; the fused maps of a closed gate are exactly zero, even for non-finite features."""
+    from tf_fusion.backbones import build_branch
+
+    keras.utils.set_random_seed(0)
+    model = FusionModel(backbone=backbone, num_classes=CLASSES, image_size=SIZE, fusion_stage=stage)
+    reference = build_branch(backbone, (SIZE, SIZE, 12), "ref_", 5 if stage == 5 else stage)
+    x, _ = _batch(2)
+    out = model(gate_inputs(x, 1.0, 1.0))
+    assert out["probabilities"].shape == (2, CLASSES)
+    assert out["embedding_opt"].shape[1:] == reference.output.shape[1:]
+    assert (len(out["embedding_opt"].shape) == 2) == (stage == 5)
+    if stage < 5:  # the spatial size halves with each stage after the stem (except ResNet stage 1)
+        assert out["embedding_opt"].shape[1] < SIZE
+    head = model.fusion_head
+    fused = keras.Model(head.inputs, head.get_layer("fused_features").output)
+    z_opt, z_sar = (np.array(out[k]) for k in ("embedding_opt", "embedding_sar"))
+    z_opt[0].flat[0] = np.nan
+    ones, zeros = np.ones((2, 1), "float32"), np.zeros((2, 1), "float32")
+    channels = z_opt.shape[-1]
+    maps = np.asarray(fused([z_opt, z_sar, zeros, ones]))
+    assert maps.shape[-1] == channels + z_sar.shape[-1]
+    assert np.all(maps[..., :channels] == 0.0) and np.isfinite(maps).all()
+    assert np.all(np.asarray(fused([z_opt, z_sar, ones, zeros]))[..., channels:] == 0.0)
+
+
 def test_model_outputs():
     model = _tiny()
     x, _ = _batch(4)
@@ -132,8 +163,13 @@ def test_model_outputs():
 
 # --- Eq. 2 -----------------------------------------------------------------------------------
 
-def test_one_encoder_pass_gradient_equals_three_full_passes():
-    model = _tiny(pass_weights=(2.0, 1.0, 1.0))
+@pytest.mark.parametrize("backbone,stage", [("tiny", 5), ("tiny", 3), pytest.param("resnet18", 3, marks=pytest.mark.slow)])
+def test_one_encoder_pass_gradient_equals_three_full_passes(backbone, stage):
+    """Shared branches, the head (and below stage 5 the trunk) once per pass: the same loss and
+    gradient as three full forward passes of the whole network (fp32, 1e-5)."""
+    keras.utils.set_random_seed(0)
+    model = FusionModel(backbone=backbone, num_classes=CLASSES, image_size=SIZE, pass_weights=(2.0, 1.0, 1.0),
+                        fusion_stage=stage)
     x, y = _batch(8, seed=3)
     weights = model.trainable_weights
 
@@ -275,7 +311,8 @@ _MIRRORED = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     import numpy as np
-    from tf_fusion.model import EarlyFusionModel, FusionModel
+    from tf_fusion.baselines import EarlyFusionModel
+    from tf_fusion.model import FusionModel
 
     rng = np.random.default_rng(0)
     x = {"s2": rng.normal(size=(24, 32, 32, 12)).astype("float32"),

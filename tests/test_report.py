@@ -119,8 +119,8 @@ def test_supplement_shapes():
             "f1_micro", "f1_macro", "f1_samples", "f2_micro", "f2_macro", "f2_samples",
             "avg_entropy", "ece"}
         assert set(rows) == expected, scenario
-    assert set(pf.EXTENSION_TABLE2) == {s.name for s in SCENARIOS}
-    assert set(pf.EXTENSION_TABLE3) == {s.name for s in SCENARIOS} - {"clear"}
+    assert set(pf.EXTENSION_TABLE2) == {s.name for s in SCENARIOS if not s.name.startswith('region')}
+    assert set(pf.EXTENSION_TABLE3) == {s.name for s in SCENARIOS if not s.name.startswith("region")} - {"clear"}
     assert "sar_only" not in pf.EXTENSION_TABLE2["missing_sar"]["f1_micro"]
     assert "optical_only" not in pf.EXTENSION_TABLE2["missing_optical"]["ece"]
 
@@ -129,9 +129,9 @@ def test_supplement_shapes():
 
 def _fake_results():
     return {"methods": {
-        "baseline": {"clear": {"f1_samples": 0.781, "f1_micro": 0.77, "avg_entropy": 0.31,
-                               "avg_confidence": 0.9, "ece": 0.021},
-                     "ood_classes": {"avg_entropy": 0.3, "avg_confidence": 0.9}},
+        "late_fusion": {"clear": {"f1_samples": 0.781, "f1_micro": 0.77, "avg_entropy": 0.31,
+                                  "avg_confidence": 0.9, "ece": 0.021},
+                        "ood_classes": {"avg_entropy": 0.3, "avg_confidence": 0.9}},
         "adaptive": {"clear": {"f1_samples": 0.775},
                      "ood_classes": {"avg_entropy": 0.9, "auroc_entropy": 0.93,
                                      "ood_auroc_optical": 0.88, "ood_auroc_sar": 0.7},
@@ -139,39 +139,39 @@ def _fake_results():
     }}
 
 
-def _row(table, scenario_label, metric_label):
+def _cell(table, scenario_label, metric_label, column):
+    """The cell of one column (by its header label) in one metric row under one scenario."""
     lines = table.splitlines()
+    header = [c.strip() for c in lines[0].strip().strip("|").split("|")]
     start = next(i for i, l in enumerate(lines) if f"**{scenario_label}**" in l)
     for l in lines[start:]:
         cells = [c.strip() for c in l.strip().strip("|").split("|")]
         if cells[1] == metric_label:
-            return cells
+            return cells[header.index(column)]
     raise AssertionError(f"no row {metric_label} under {scenario_label}")
 
 
 def test_render_table_single_run():
     table = report.render_table(_fake_results())
-    header = table.splitlines()[0]
-    for label in ("Baseline Fusion", "Non-Adaptive Fusion", "Adaptive Fusion", "Optical Only",
-                  "SAR Only"):
-        assert label in header
-    assert "EmbraceNet" not in header
-    row = _row(table, "Clear", "F1 (samples)¹")
-    assert row[2] == "0.781 (0.779) [0.77±0.01]"           # paper 77.90 %, extension late fusion
-    assert row[3] == "– (0.7686) [0.78±0.00]"              # non-adaptive: ours missing
-    assert row[4].startswith("0.775 (0.7652)")
-    assert _row(table, "Clear", "F1 (micro)")[2] == "0.770 [0.76±0.01]"
-    assert _row(table, "Clear", "ECE")[2] == "0.021 [0.03±0.02]"
-    assert _row(table, "Clear", "Avg. confidence")[2] == "0.900 (0.903)"
-    ood = _row(table, "OOD classes (clear)", "Avg. entropy [bit]")
-    assert ood[4] == "0.900 (0.932) [0.80±0.04]"
-    assert _row(table, "OOD classes (clear)", "AUROC vs clear (entropy)")[4] == "0.930 [0.91±0.04]"
-    assert _row(table, "OOD classes (clear)", "OOD detector AUROC (optical)")[4] == "0.880"
+    header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+    # the paper's five methods always, in the extension's column order
+    assert header[2:] == ["Late Fusion", "Optical Only", "SAR Only", "Non-Adaptive Fusion", "Adaptive Fusion"]
+    assert _cell(table, "Clear", "F1 (samples)¹", "Late Fusion") == "0.781 (0.779) [0.77±0.01]"  # paper 77.90 %
+    assert _cell(table, "Clear", "F1 (samples)¹", "Non-Adaptive Fusion") == "– (0.7686) [0.78±0.00]"  # ours missing
+    assert _cell(table, "Clear", "F1 (samples)¹", "Adaptive Fusion").startswith("0.775 (0.7652)")
+    assert _cell(table, "Clear", "F1 (micro)", "Late Fusion") == "0.770 [0.76±0.01]"
+    assert _cell(table, "Clear", "ECE", "Late Fusion") == "0.021 [0.03±0.02]"
+    assert _cell(table, "Clear", "Avg. confidence", "Late Fusion") == "0.900 (0.903)"
+    assert _cell(table, "OOD classes (clear)", "Avg. entropy [bit]", "Adaptive Fusion") == "0.900 (0.932) [0.80±0.04]"
+    assert _cell(table, "OOD classes (clear)", "AUROC vs clear (entropy)", "Adaptive Fusion") == "0.930 [0.91±0.04]"
+    assert _cell(table, "OOD classes (clear)", "OOD detector AUROC (optical)", "Adaptive Fusion") == "0.880"
     # no F-scores on OOD classes; the extension's extra scenario appears with its own figures
     ood_block = table.split("**OOD classes (clear)**")[1].split("**Missing optical**")[0]
     assert "F1" not in ood_block
-    mo = _row(table, "Missing optical", "F1 (micro)")
-    assert mo[4] == "0.660 [0.68±0.01]" and mo[5] == "–" and mo[6] == "– [0.71±0.01]"
+    assert _cell(table, "Missing optical", "F1 (micro)", "Adaptive Fusion") == "0.660 [0.68±0.01]"
+    assert _cell(table, "Missing optical", "F1 (micro)", "Optical Only") == "–"
+    assert _cell(table, "Missing optical", "F1 (micro)", "Late Fusion") == "– [0.48±0.02]"
+    assert _cell(table, "Missing optical", "F1 (micro)", "SAR Only") == "– [0.71±0.01]"
     # scenarios without results are left out, in the fixed order otherwise
     assert "Snow and ice" not in table
     assert table.index("**Clear**") < table.index("**OOD classes") < table.index("**Missing opt")
@@ -183,22 +183,22 @@ def test_render_table_aggregated_and_extra_methods():
     runs = []
     for v in (0.77, 0.78, 0.79):
         r = _fake_results()
-        r["methods"]["baseline"]["clear"]["f1_samples"] = v
+        r["methods"]["late_fusion"]["clear"]["f1_samples"] = v
         r["methods"]["embracenet"] = {"clear": {"f1_micro": v}}
         runs.append(r)
     agg = aggregate_seeds(runs)
     table = report.render_table(agg)
-    assert "EmbraceNet" in table.splitlines()[0]
-    row = _row(table, "Clear", "F1 (samples)¹")
-    assert row[2] == "0.780±0.010 (0.779) [0.77±0.01]"
-    assert row[-1] == "– [0.77±0.01]"                    # EmbraceNet column, extension figure
+    header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+    assert header[2:4] == ["Late Fusion", "EmbraceNet"]  # the extension's order
+    assert _cell(table, "Clear", "F1 (samples)¹", "Late Fusion") == "0.780±0.010 (0.779) [0.77±0.01]"
+    assert _cell(table, "Clear", "F1 (samples)¹", "EmbraceNet") == "– [0.77±0.01]"  # the extension's figure
     md = report.render_markdown(agg)
     assert "over 3 runs" in md and "bits" in md and "averaged" in md
 
 
 def _findings_results(very_cloudy=(0.64, 0.37, 0.22), ood_entropy=0.83, clear=(0.919, 0.919)):
     f1 = dict(zip(("adaptive", "non_adaptive", "optical_only"), very_cloudy))
-    entropy = {"baseline": (0.21, 0.32), "non_adaptive": (0.16, 0.26), "adaptive": (0.16, ood_entropy),
+    entropy = {"late_fusion": (0.21, 0.32), "non_adaptive": (0.16, 0.26), "adaptive": (0.16, ood_entropy),
                "optical_only": (0.39, 0.53), "sar_only": (0.53, 0.53)}
     methods = {k: {"clear": {"avg_entropy": c}, "ood_classes": {"avg_entropy": o}} for k, (c, o) in entropy.items()}
     for k, v in f1.items():
@@ -208,31 +208,47 @@ def _findings_results(very_cloudy=(0.64, 0.37, 0.22), ood_entropy=0.83, clear=(0
 
 
 def test_paper_findings_are_checked():
-    assert [ok for _, ok in report.paper_findings(_findings_results())] == [True, True, True]
+    assert [ok for _, ok in report.paper_findings(_findings_results())][:3] == [True, True, True]
     # adaptive only 0.04 above non-adaptive on very cloudy; its entropy rise 0.14 = optical-only's
     # 0.14 is not more; 0.035 apart on clear
     bad = _findings_results(very_cloudy=(0.41, 0.37, 0.22), ood_entropy=0.30, clear=(0.884, 0.919))
     claims = report.paper_findings(bad)
-    assert [ok for _, ok in claims] == [False, False, False]
+    assert [ok for _, ok in claims][:3] == [False, False, False]
     assert "0.410" in claims[0][0] and "optical_only 0.140" in claims[1][0]
-    assert [ok for _, ok in report.paper_findings({"methods": {}})] == [None, None, None]
+    assert [ok for _, ok in report.paper_findings({"methods": {}})] == [None] * 6
     md = report.render_markdown(_findings_results())
-    assert md.count("- [yes]") == 3
+    assert md.count("- [yes]") == 4  # the paper's three, and the extension's very-cloudy one
+
+
+def test_extension_findings_are_checked():
+    good = _findings_results()
+    m = good["methods"]
+    m["early_fusion"] = {"very_cloudy": {"f1_samples": 0.40}, "missing_optical": {"f1_samples": 0.30}}
+    m["sar_only"]["missing_optical"] = {"f1_samples": 0.60}
+    m["non_adaptive"]["missing_optical"] = {"f1_samples": 0.60}
+    m["adaptive"]["missing_optical"] = {"f1_samples": 0.61}
+    m["adaptive"]["corrupted_optical"], m["non_adaptive"]["corrupted_optical"] = {"f1_samples": 0.5}, {"f1_samples": 0.3}
+    assert [ok for _, ok in report.paper_findings(good)][3:] == [True, True, True]
+    m["early_fusion"]["very_cloudy"]["f1_samples"] = 0.70  # a baseline above adaptive
+    m["adaptive"]["missing_optical"]["f1_samples"] = 0.50  # far from SAR-only
+    m["adaptive"]["corrupted_optical"]["f1_samples"] = 0.2
+    claims = report.paper_findings(good)
+    assert [ok for _, ok in claims][3:] == [False, False, False] and "early_fusion 0.700" in claims[3][0]
 
 
 def test_render_table_empty_and_all_scenarios():
     assert len(report.render_table({"methods": {}}).splitlines()) == 2
     full = report.render_table({"methods": {}}, all_scenarios=True)
-    for scenario in SCENARIOS:
-        assert f"**{scenario.label}**" in full
-    assert _row(full, "Cloudy, hand-picked", "F1 (samples)¹")[2] == "– (0.3892) [0.41±0.04]"
+    for scenario in SCENARIOS:  # every scenario the publications have figures for
+        assert (f"**{scenario.label}**" in full) == (scenario.name in pf.EXTENSION_TABLE2), scenario
+    assert _cell(full, "Cloudy, hand-picked", "F1 (samples)¹", "Late Fusion") == "– (0.3892) [0.41±0.04]"
 
 
 # ------------------------------------------------------------------------------ the plots
 
 def _fake_arrays(rng):
     entropy = {m: {s: rng.beta(2, 5, size=80) for s in ("clear", "ood_classes", "cloudy")}
-               for m in ("baseline", "adaptive", "sar_only")}
+               for m in ("late_fusion", "adaptive", "sar_only")}
     entropy["adaptive"]["ood_classes"] = rng.beta(8, 2, size=80)
     y = (rng.random((300, 12)) < 0.3).astype(int)
     p_good = np.clip(0.8 * y + 0.1 + 0.1 * rng.standard_normal(y.shape), 0, 1)
@@ -240,7 +256,7 @@ def _fake_arrays(rng):
     lab = np.r_[np.ones(200), np.zeros(150)]
     return {
         "entropy": entropy,
-        "reliability": {"baseline": (y, p_good), "adaptive": (y, p_bad)},
+        "reliability": {"late_fusion": (y, p_good), "adaptive": (y, p_bad)},
         "ood_roc": {"optical": (lab, np.r_[rng.beta(5, 2, 200), rng.beta(2, 5, 150)]),
                     "sar": (lab, np.r_[rng.beta(3, 2, 200), rng.beta(2, 3, 150)])},
     }

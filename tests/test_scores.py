@@ -156,7 +156,7 @@ def test_separation_against_rank_formulas():
 
 def test_separation_perfect():
     got = scores.separation([0.1, 0.2, 0.3], [0.5, 0.9])
-    assert got == {"auroc": 1.0, "aupr": 1.0}
+    assert got == {"auroc": 1.0, "aupr": 1.0, "fpr95": 0.0}
 
 
 def test_separation_scores_directions():
@@ -164,8 +164,8 @@ def test_separation_scores_directions():
     p_clear = np.where(rng.random((50, 6)) < 0.5, 0.02, 0.98)   # confident
     p_shift = 0.5 + 0.1 * (rng.random((30, 6)) - 0.5)            # uncertain
     got = scores.separation_scores(p_clear, p_shift)
-    assert got == pytest.approx({"auroc_confidence": 1.0, "aupr_confidence": 1.0,
-                                 "auroc_entropy": 1.0, "aupr_entropy": 1.0})
+    assert got == pytest.approx({"auroc_confidence": 1.0, "aupr_confidence": 1.0, "fpr95_confidence": 0.0,
+                                 "auroc_entropy": 1.0, "aupr_entropy": 1.0, "fpr95_entropy": 0.0})
     q_clear, q_shift = rng.random((40, 5)), rng.random((25, 5))
     got = scores.separation_scores(q_clear, q_shift)
     conf = lambda q: -np.maximum(q, 1 - q).mean(1)  # noqa: E731  lower confidence = shifted
@@ -178,13 +178,43 @@ def test_separation_scores_directions():
 
 # ------------------------------------------------------------------------ summary, aggregation
 
+def test_fpr_at_95_tpr_hand_computed():
+    """20 shifted scores 1…20, 10 clear scores: flagging 95 % of the shifted (19 of 20) needs the
+    threshold at 2, which flags the clear scores 2.5, 3, 7 and 30: FPR 4/10."""
+    shifted = np.arange(1, 21, dtype=float)
+    clear = np.array([-5, -1, 0, 0.5, 1, 1.5, 2.5, 3, 7, 30], float)
+    assert scores.separation(clear, shifted)["fpr95"] == pytest.approx(0.4)
+    assert scores.separation([0.0, 0.1], [0.5, 0.9])["fpr95"] == 0.0
+
+
+def test_mean_average_precision_against_scikit_learn_and_by_hand():
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(7)
+    y = (rng.random((40, 5)) < 0.3).astype(int)
+    y[:, 3] = 0  # a class with no positive: no defined AP, left out of the macro mean
+    p = rng.random((40, 5))
+    got = scores.mean_average_precision(y, p)
+    keep = [0, 1, 2, 4]
+    assert got["map_macro"] == pytest.approx(average_precision_score(y[:, keep], p[:, keep], average="macro"))
+    assert got["map_micro"] == pytest.approx(average_precision_score(y, p, average="micro"))
+    assert got["ap_per_class"][3] is None
+    # one class by hand: positives ranked 1st and 3rd of 4 → AP = (1/1 + 2/3) / 2
+    hand = scores.mean_average_precision(np.array([[1], [0], [1], [0]]), np.array([[0.9], [0.8], [0.7], [0.1]]))
+    assert hand["map_macro"] == pytest.approx((1 + 2 / 3) / 2) and hand["ap_per_class"] == [pytest.approx(5 / 6)]
+
+
 def test_summarize():
     rng = np.random.default_rng(6)
     y = (rng.random((30, 5)) < 0.3).astype(int)
     p = rng.random((30, 5))
     s = scores.summarize(y, p)
-    assert set(s) == set(scores.F_METRICS) | {"avg_entropy", "avg_confidence", "ece"}
-    assert s["avg_entropy"] == pytest.approx(scores.entropy_bits(p).mean())
+    assert set(s) == set(scores.F_METRICS) | {"avg_entropy", "avg_confidence", "ece", "map_macro", "map_micro",
+                                              "ap_per_class", "f1_per_class"}
+    bits = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+    assert s["avg_entropy"] == pytest.approx(bits.mean())
+    f1 = [2 * ((p[:, c] > 0.5) & (y[:, c] == 1)).sum() / ((p[:, c] > 0.5).sum() + y[:, c].sum()) for c in range(5)]
+    assert s["f1_per_class"] == pytest.approx(f1)
     s = scores.summarize(None, p, with_f=False)
     assert set(s) == {"avg_entropy", "avg_confidence"}
 

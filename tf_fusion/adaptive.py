@@ -136,13 +136,16 @@ def build_adaptive_model(fusion, head_opt, head_sar, with_availability: bool = F
     heads (``tf_fusion.ood.build_ood_head``), branch output → [B, 1].
 
     Inputs ``{"s2": [B,H,W,12], "s1": [B,H,W,2]}``, plus, with ``with_availability``,
-    ``"optical_available"`` and ``"sar_available"`` (float32 [B, 1], 1 = present, 0 = missing):
-    p_o and p_s are multiplied by them, so a missing modality has in-distribution probability
-    exactly 0 and Eq. 3 falls back to the other one (or to 0.5 when both are missing), whatever
-    its input holds. Outputs (all float32): ``probabilities`` (Eq. 3, [B, C]), ``p_optical`` and
-    ``p_sar`` ([B, 1]), ``entropy`` and ``confidence`` of the adaptive probabilities ([B]), and
-    ``probabilities_<method>`` of every pass (the fusion head at that pass's gate setting).
-    Each branch runs once per call.
+    ``"optical_available"`` and ``"sar_available"`` (float32 [B, 1], 1 = present, 0 = missing),
+    the authors' protocol for a missing modality: p_o and p_s are multiplied by them, so a
+    missing modality has in-distribution probability exactly 0 and Eq. 3 falls back to the other
+    one (or to 0.5 when both are missing), and the non-adaptive prediction closes the missing
+    modality's gate — Eq. 3 with p = the flags — whatever the missing input holds.
+    Outputs (all float32): ``probabilities`` (Eq. 3, [B, C]), ``p_optical`` and ``p_sar``
+    ([B, 1]), ``entropy`` and ``confidence`` of the adaptive probabilities ([B]), and
+    ``probabilities_<method>`` of every pass (the fusion head at that pass's gate setting; with
+    availability, the non-adaptive one at the available modalities' gates). Each branch runs
+    once per call, the fusion head (with its trunk below stage 5) once per pass.
     """
     if not hasattr(fusion, "head_passes"):
         raise TypeError(f"build_adaptive_model needs a gated late-fusion model (FusionModel); "
@@ -152,19 +155,16 @@ def build_adaptive_model(fusion, head_opt, head_sar, with_availability: bool = F
     z_opt, z_sar = fusion.branches(inputs)
     p_o = head_opt(z_opt)
     p_s = head_sar(z_sar)
-    if with_availability:
-        inputs["optical_available"] = keras.Input((1,), name="optical_available")
-        inputs["sar_available"] = keras.Input((1,), name="sar_available")
-        p_o = Gate(dtype="float32", name="available_opt")([p_o, inputs["optical_available"]])
-        p_s = Gate(dtype="float32", name="available_sar")([p_s, inputs["sar_available"]])
     predictions = fusion.head_passes(z_opt, z_sar)
+    outputs = {p.output: predictions[p.name] for p in PASSES}
+    if with_availability:
+        available = {m: keras.Input((1,), name=f"{m}_available") for m in ("optical", "sar")}
+        inputs.update({f"{m}_available": x for m, x in available.items()})
+        p_o = Gate(dtype="float32", name="available_opt")([p_o, available["optical"]])
+        p_s = Gate(dtype="float32", name="available_sar")([p_s, available["sar"]])
+        outputs[PASSES[0].output] = ExpectedPrediction(name="available_gates")(
+            [available["optical"], available["sar"], predictions])
     probs = ExpectedPrediction(name="expected_prediction")([p_o, p_s, predictions])
-    outputs = {
-        "probabilities": probs,
-        "p_optical": p_o,
-        "p_sar": p_s,
-        "entropy": BernoulliEntropy(name="entropy")(probs),
-        "confidence": Confidence(name="confidence")(probs),
-        **{p.output: predictions[p.name] for p in PASSES},
-    }
+    outputs.update(probabilities=probs, p_optical=p_o, p_sar=p_s, entropy=BernoulliEntropy(name="entropy")(probs),
+                   confidence=Confidence(name="confidence")(probs))
     return keras.Model(inputs, outputs, name="adaptive_fusion")

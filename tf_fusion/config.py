@@ -42,9 +42,13 @@ DEFAULTS = {
         "partition": DEFAULT_PARTITION.to_json(),
     },
     "model": {
-        "kind": "late_fusion",  # late_fusion (the paper's gated fusion) | early_fusion (stacked bands)
+        # late_fusion: the paper's gated two-branch network (trained on the fused pass only it is the
+        # late-fusion baseline); early_fusion: stacked bands in one backbone; embracenet: EmbraceNet
+        "kind": "late_fusion",
         "backbone": "resnet50",
+        "fusion_stage": 5,  # fuse after ResNet stage 1…5 (5: the pooled embeddings; the extension uses 4)
         "dropout": 0.0,
+        "embracenet": {"width": 512, "modality_dropout": 0.5},  # docking width; share of batches keeping one modality
     },
     "training": {
         "epochs": 100,
@@ -78,10 +82,19 @@ DEFAULTS = {
         "batch_size": 64,
         "threshold": 0.5,
         "ece_bins": 15,
-        "corruption_std": 1.0,  # Gaussian noise on the normalised input (units of the band std)
+        # extra scenarios beyond the authors' protocol: Gaussian noise of these stds (in units of the
+        # band std) added to one normalised input; [] for none
+        "additive_noise": [1.0],
         "seed": 0,
         "after_training": False,  # train: go on with the baseline, OOD detectors and the evaluation table
-        "baseline_experiment": None,  # trained next to the run as the table's `baseline` column
+        "baseline_experiment": None,  # trained next to the run as a baseline column of the table
+    },
+    "study": {
+        # `python -m tf_fusion.study`: every method for `seeds` seeds (training.seed = data.seed = 0 … seeds − 1)
+        # and the gated network at each of `stages`; the methods' comparison uses model.fusion_stage
+        "seeds": 5,
+        "stages": [1, 2, 3, 4, 5],
+        "baselines": ["early_fusion", "late_fusion", "embracenet"],
     },
     "tuning": {
         # `python -m tf_fusion.tune` (docs/tuning.md): stage 1 the fusion network, stage 2 the OOD heads
@@ -261,9 +274,12 @@ RULES = {
     "data.batch_size": POSITIVE_INT,
     "data.shuffle_buffer": COUNT,
     "data.seed": COUNT,
-    "model.kind": ("late_fusion", "early_fusion"),
+    "model.kind": ("late_fusion", "early_fusion", "embracenet"),
     "model.backbone": ("resnet50", "resnet18", "tiny"),
+    "model.fusion_stage": Range(1, 5, integer=True),
     "model.dropout": FRACTION,
+    "model.embracenet.width": POSITIVE_INT,
+    "model.embracenet.modality_dropout": Range(0, 1),
     "training.epochs": POSITIVE_INT,
     "training.steps_per_epoch": (None, POSITIVE_INT),
     "training.optimizer": ("adam", "adamw", "sgd"),
@@ -285,7 +301,7 @@ RULES = {
     "evaluation.batch_size": POSITIVE_INT,
     "evaluation.threshold": Range(0, 1, lo_open=True, hi_open=True),
     "evaluation.ece_bins": POSITIVE_INT,
-    "evaluation.corruption_std": NON_NEGATIVE,
+    "study.seeds": POSITIVE_INT,
     "evaluation.seed": COUNT,
 }
 
@@ -325,6 +341,15 @@ def validate(config: dict) -> None:
               and bounds[0] <= bounds[1] and (not positive or bounds[0] > 0))
         if not ok:
             raise ConfigError(f"{key} must be null or [lo, hi] with {'0 < ' if positive else ''}lo <= hi, got {bounds!r}")
+    noise = config["evaluation"]["additive_noise"]
+    if not isinstance(noise, list) or not all(POSITIVE.holds(v) for v in noise):
+        raise ConfigError(f"evaluation.additive_noise must be a list of positive stds, got {noise!r}")
+    stages = config["study"]["stages"]
+    if not isinstance(stages, list) or not stages or not all(Range(1, 5, integer=True).holds(k) for k in stages):
+        raise ConfigError(f"study.stages must be a non-empty list of fusion stages 1…5, got {stages!r}")
+    baselines = config["study"]["baselines"]
+    if not isinstance(baselines, list) or not set(baselines) <= {"early_fusion", "late_fusion", "embracenet"}:
+        raise ConfigError(f"study.baselines must be a list of early_fusion, late_fusion, embracenet; got {baselines!r}")
     hidden = config["ood"]["hidden"]
     if not isinstance(hidden, list) or not all(POSITIVE_INT.holds(h) for h in hidden):
         raise ConfigError(f"ood.hidden must be a list of positive layer sizes, got {hidden!r}")

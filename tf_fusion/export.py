@@ -8,9 +8,9 @@ with three named signatures over one graph:
   `B8A` at native resolution, float32 holding the uint16 values; `VV`, `VH` float32 dB) plus
   per-sample `optical_available` / `sar_available` (1 or 0). Resampling and normalisation with
   the manifest's statistics run in the graph, through `tf_fusion.data.make_preprocess_fn` — the
-  training pipeline's own function. A missing modality (flag 0) has its normalised input zeroed
-  (as in evaluation's missing scenarios) and in-distribution probability exactly 0, so Eq. 3
-  falls back to the other modality. An optical input holding NaN or ±inf counts as missing the
+  training pipeline's own function. A missing modality (flag 0) has in-distribution probability
+  exactly 0 and a closed gate, as in evaluation's missing scenarios, so Eq. 3 and the
+  non-adaptive output answer from the other modality whatever the missing input holds. An optical input holding NaN or ±inf counts as missing the
   same way (non-finite SAR pixels are replaced by the band mean, as in training), so the model
   never answers NaN.
 - `raw_uint16`: the same with the S2 bands as uint16 (half the bytes over gRPC).
@@ -96,16 +96,6 @@ def _all_finite(x):
     return tf.cast(tf.reduce_all(tf.math.is_finite(x), axis=[1, 2, 3]), tf.float32)[:, None]
 
 
-def _zero_missing(x, available):
-    """A missing modality (flag 0): zeros in place of its normalised input, as in evaluation (exact,
-    whatever the request held there). Skipped when every sample has it: a select over the whole
-    image batch costs as much as the tiny model."""
-    import tensorflow as tf
-
-    return tf.cond(tf.reduce_all(available > 0), lambda: x,
-                   lambda: tf.where(tf.reshape(available, [-1, 1, 1, 1]) > 0, x, tf.zeros_like(x)))
-
-
 def serving_functions(adaptive, band_stats: dict, *, image_size: int, resize_method: str, threshold: float) -> dict:
     """signature name → tf.function (with its input signature) over the in-memory `adaptive` model."""
     import tensorflow as tf
@@ -123,7 +113,6 @@ def serving_functions(adaptive, band_stats: dict, *, image_size: int, resize_met
         # band mean in preprocessing)
         opt = tf.reshape(optical_available, [-1, 1]) * _all_finite(s2)
         sar = tf.reshape(sar_available, [-1, 1]) * _all_finite(s1)
-        s2, s1 = _zero_missing(s2, opt), _zero_missing(s1, sar)
         res = adaptive({"s2": s2, "s1": s1, "optical_available": opt, "sar_available": sar}, training=False)
         probs = res["probabilities"]
         return {"probabilities": probs,

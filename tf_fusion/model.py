@@ -5,13 +5,16 @@ One functional graph serves every modality combination: the gates ``lambda_opt``
 
     z_opt = f_opt(s2)          z_sar = f_sar(s1)                       (branches, run once)
     fuse  = [λ_opt · σ(z_opt), λ_sar · σ(z_sar)]                       (Eq. 1, ``fusion_head``)
-    ŷ     = sigmoid(Dense(Dropout(fuse)))                              (f_c, ``fusion_head``)
+    ŷ     = sigmoid(Dense(Dropout(trunk(fuse))))                      (f_c, ``fusion_head``)
 
-``FusionModel.head_passes`` applies the fusion head to shared branch outputs for any list of
-gate settings (rows of ``tf_fusion.passes.PASSES``); the Eq. 2 train step and the Eq. 3 graph
-(``tf_fusion.adaptive``) both go through it, so the branches run once per batch in either.
-``EarlyFusionModel`` is the BigEarthNet-MM style baseline that stacks both modalities' bands
-into one backbone.
+The fusion happens after ResNet stage ``fusion_stage`` (`tf_fusion.backbones`): at stage 5 the
+branches end in pooled embeddings and f_c is the classifier; below it they end in feature maps,
+which σ and the gates act on elementwise, and f_c also holds the shared trunk (the remaining
+residual stages and pooling). ``FusionModel.head_passes`` applies the fusion head to shared
+branch outputs for any list of gate settings (rows of ``tf_fusion.passes.PASSES``); the Eq. 2
+train step and the Eq. 3 graph (``tf_fusion.adaptive``) both go through it, so the branches run
+once per batch in either and the trunk once per gate setting. The baselines that are not gated
+fusion (early fusion, EmbraceNet) are in `tf_fusion.baselines`.
 """
 from __future__ import annotations
 
@@ -20,9 +23,9 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from .backbones import build_backbone
+from .backbones import FINAL_STAGE, build_branch, build_trunk
 from .metrics import SamplesFBeta
-from .passes import PASSES, weights_tuple
+from .passes import PASSES
 
 INPUT_KEYS = ("s2", "s1", "lambda_opt", "lambda_sar")
 F_METRICS = tuple(f"f{beta}_{average}" for beta in (1, 2) for average in ("samples", "micro", "macro"))
@@ -117,18 +120,18 @@ def f_metrics(prefix: str = "", num_classes: int | None = None) -> list[keras.me
     return out
 
 
-def _sample_weight_vector(sample_weight):
+def sample_weights(sample_weight):
     return None if sample_weight is None else ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
 
 
-def _regularization(model) -> tf.Tensor | None:
+def regularization(model) -> tf.Tensor | None:
     """Sum of the model's regularization / ``add_loss`` losses (None when there are none)."""
     if not model.losses:
         return None
     return tf.add_n([ops.cast(l, "float32") for l in model.losses])
 
 
-def _minimize(model, tape, loss) -> None:
+def minimize(model, tape, loss) -> None:
     """One optimizer step on ``loss`` recorded by ``tape``: scaled inside the tape as Keras' own
     train step does (a no-op unless mixed_float16's LossScaleOptimizer; apply_gradients unscales),
     applied to the trainable weights that have a gradient (a branch no active pass uses has none)."""
@@ -137,24 +140,30 @@ def _minimize(model, tape, loss) -> None:
     model.optimizer.apply_gradients([(g, v) for g, v in zip(grads, weights) if g is not None])
 
 
-def _build_fusion_head(dim_opt: int, dim_sar: int, num_classes: int, dropout: float) -> keras.Model:
-    """f_c with Eq. 1 in front: σ on each branch output, the per-sample gates, concatenation,
-    dropout, the sigmoid classifier."""
-    z_opt = keras.Input((dim_opt,), name="z_opt")
-    z_sar = keras.Input((dim_sar,), name="z_sar")
+def _build_fusion_head(shape_opt, shape_sar, num_classes: int, dropout: float, trunk=None) -> keras.Model:
+    """f_c with Eq. 1 in front: σ on each branch output, the per-sample gates, concatenation (on
+    the channel axis), the shared trunk below stage 5, dropout, the classifier → float32 logits."""
+    z_opt = keras.Input(tuple(shape_opt), name="z_opt")
+    z_sar = keras.Input(tuple(shape_sar), name="z_sar")
     lam_opt = keras.Input((1,), name="lambda_opt")
     lam_sar = keras.Input((1,), name="lambda_sar")
     g_opt = Gate(name="gate_opt")([Squash(name="squash_opt")(z_opt), lam_opt])
     g_sar = Gate(name="gate_sar")([Squash(name="squash_sar")(z_sar), lam_sar])
     x = layers.Concatenate(name="fused_features")([g_opt, g_sar])
+    if trunk is not None:
+        x = trunk(x)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
-    x = layers.Dense(num_classes, name="logits")(x)
-    probs = layers.Activation("sigmoid", dtype="float32", name="probabilities")(x)
-    return keras.Model([z_opt, z_sar, lam_opt, lam_sar], probs, name="fusion_head")
+    logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    return keras.Model([z_opt, z_sar, lam_opt, lam_sar], logits, name="fusion_head")
 
 
-def _model_inputs(image_size: int, s2_channels: int, s1_channels: int) -> dict:
+def probabilities(logits):
+    """The sigmoid per class, in float32 (the one place logits become probabilities)."""
+    return ops.sigmoid(ops.cast(logits, "float32"))
+
+
+def model_inputs(image_size: int, s2_channels: int, s1_channels: int) -> dict:
     return {
         "s2": keras.Input((image_size, image_size, s2_channels), name="s2"),
         "s1": keras.Input((image_size, image_size, s1_channels), name="s1"),
@@ -163,12 +172,12 @@ def _model_inputs(image_size: int, s2_channels: int, s1_channels: int) -> dict:
     }
 
 
-def _check_dropout(dropout: float) -> None:
+def check_dropout(dropout: float) -> None:
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
 
-class _ConfiguredModel(keras.Model):
+class ConfiguredModel(keras.Model):
     """get_config/from_config from the constructor arguments listed in `_config_args`."""
 
     _config_args: tuple = ()
@@ -191,7 +200,7 @@ class _ConfiguredModel(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="tf_fusion")
-class FusionModel(_ConfiguredModel):
+class FusionModel(ConfiguredModel):
     """Two-branch gated late fusion (the paper's network), trained with Eq. 2.
 
     Inputs ``{"s2": [B,H,W,12], "s1": [B,H,W,2], "lambda_opt": [B,1], "lambda_sar": [B,1]}``
@@ -205,28 +214,31 @@ class FusionModel(_ConfiguredModel):
     """
 
     _config_args = ("backbone", "num_classes", "image_size", "s2_channels", "s1_channels", "dropout",
-                    "pass_weights", "synchronized_bn")
+                    "pass_weights", "synchronized_bn", "fusion_stage")
 
     def __init__(self, backbone: str = "tiny", num_classes: int = 12, image_size: int = 120,
                  s2_channels: int = 12, s1_channels: int = 2, dropout: float = 0.0,
-                 pass_weights=(2.0, 1.0, 1.0), synchronized_bn: bool = True, **kwargs):
+                 pass_weights=(2.0, 1.0, 1.0), synchronized_bn: bool = True, fusion_stage: int = FINAL_STAGE,
+                 **kwargs):
         pass_weights = tuple(float(w) for w in pass_weights)
         if len(pass_weights) != len(PASSES) or min(pass_weights) < 0 or sum(pass_weights) <= 0:
             raise ValueError(f"pass_weights must be {len(PASSES)} non-negative weights "
                              f"({', '.join('w_' + p.name for p in PASSES)}), not all zero; got {pass_weights}")
-        _check_dropout(dropout)
+        check_dropout(dropout)
         # === Layers ===
-        encoder_opt = build_backbone(backbone, (image_size, image_size, s2_channels), "opt_",
-                                     synchronized_bn=synchronized_bn)
-        encoder_sar = build_backbone(backbone, (image_size, image_size, s1_channels), "sar_",
-                                     synchronized_bn=synchronized_bn)
-        fusion_head = _build_fusion_head(encoder_opt.output.shape[-1], encoder_sar.output.shape[-1],
-                                         num_classes, dropout)
+        encoder_opt = build_branch(backbone, (image_size, image_size, s2_channels), "opt_", fusion_stage,
+                                   synchronized_bn=synchronized_bn)
+        encoder_sar = build_branch(backbone, (image_size, image_size, s1_channels), "sar_", fusion_stage,
+                                   synchronized_bn=synchronized_bn)
+        shape_opt, shape_sar = encoder_opt.output.shape[1:], encoder_sar.output.shape[1:]
+        trunk = build_trunk(backbone, (*shape_opt[:-1], shape_opt[-1] + shape_sar[-1]), fusion_stage,
+                            synchronized_bn=synchronized_bn)
+        fusion_head = _build_fusion_head(shape_opt, shape_sar, num_classes, dropout, trunk)
         # === Functional model ===
-        inputs = _model_inputs(image_size, s2_channels, s1_channels)
+        inputs = model_inputs(image_size, s2_channels, s1_channels)
         z_opt = encoder_opt(inputs["s2"])
         z_sar = encoder_sar(inputs["s1"])
-        probs = fusion_head([z_opt, z_sar, inputs["lambda_opt"], inputs["lambda_sar"]])
+        probs = probabilities(fusion_head([z_opt, z_sar, inputs["lambda_opt"], inputs["lambda_sar"]]))
         super().__init__(inputs=inputs,
                          outputs={"probabilities": probs, "embedding_opt": z_opt, "embedding_sar": z_sar},
                          **kwargs)
@@ -256,12 +268,13 @@ class FusionModel(_ConfiguredModel):
             z_sar = ops.zeros((ops.shape(z_opt)[0], *self.encoder_sar.output.shape[1:]), z_opt.dtype)
         return z_opt, z_sar
 
-    def head_passes(self, z_opt, z_sar, passes=PASSES, training=None) -> dict:
-        """{pass name: class probabilities} of the fusion head on the shared branch outputs, one
-        head call per gate setting (eager, traced or symbolic)."""
-        return {p.name: self.fusion_head([z_opt, z_sar, gate_column(z_opt, p.lambda_opt),
-                                          gate_column(z_opt, p.lambda_sar)], training=training)
-                for p in passes}
+    def head_passes(self, z_opt, z_sar, passes=PASSES, training=None, logits: bool = False) -> dict:
+        """{pass name: class probabilities (or float32 logits)} of the fusion head on the shared
+        branch outputs, one head call per gate setting (eager, traced or symbolic)."""
+        out = {p.name: self.fusion_head([z_opt, z_sar, gate_column(z_opt, p.lambda_opt),
+                                         gate_column(z_opt, p.lambda_sar)], training=training)
+               for p in passes}
+        return out if logits else {name: probabilities(v) for name, v in out.items()}
 
     # --- Eq. 2 -------------------------------------------------------------------------------
 
@@ -284,8 +297,8 @@ class FusionModel(_ConfiguredModel):
         probs = self.head_passes(z_opt, z_sar, passes, training)
         per_sample = {name: per_sample_bce(y, p) for name, p in probs.items()}
         total = self._weighted_total(per_sample)
-        loss = tf.nn.compute_average_loss(total, sample_weight=_sample_weight_vector(sample_weight))
-        reg = _regularization(self)
+        loss = tf.nn.compute_average_loss(total, sample_weight=sample_weights(sample_weight))
+        reg = regularization(self)
         if reg is not None:
             loss = loss + tf.nn.scale_regularization_loss(reg)
             total = total + reg
@@ -297,8 +310,8 @@ class FusionModel(_ConfiguredModel):
         with tf.GradientTape() as tape:
             loss, per_sample = self.compute_eq2_loss(x, y, training=True, sample_weight=sample_weight)
             scaled_loss = self.optimizer.scale_loss(loss)
-        _minimize(self, tape, scaled_loss)
-        sw = _sample_weight_vector(sample_weight)
+        minimize(self, tape, scaled_loss)
+        sw = sample_weights(sample_weight)
         logs = {}
         for name, value in per_sample.items():
             key = name if name == "loss" else f"loss_{name}"
@@ -309,7 +322,7 @@ class FusionModel(_ConfiguredModel):
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         probs = self.head_passes(*self.branches(x, training=False), PASSES, training=False)
-        sw = _sample_weight_vector(sample_weight)
+        sw = sample_weights(sample_weight)
         per_sample = {name: per_sample_bce(y, p) for name, p in probs.items()}
         self.loss_trackers["loss"].update_state(self._weighted_total(per_sample), sample_weight=sw)
         for name, value in per_sample.items():
@@ -323,73 +336,3 @@ class FusionModel(_ConfiguredModel):
         if not hasattr(self, "val_metrics"):  # during the functional __init__
             return []
         return [*self.loss_trackers.values(), *(m for ms in self.val_metrics.values() for m in ms)]
-
-
-@keras.saving.register_keras_serializable(package="tf_fusion")
-class EarlyFusionModel(_ConfiguredModel):
-    """Early-fusion baseline (BigEarthNet-MM style): s2 and s1 bands stacked on the channel axis
-    (both already 120×120) → one backbone → Dense → sigmoid.
-
-    Same inputs as ``FusionModel``; each modality is multiplied by its λ first, so a missing
-    modality is an all-zeros input. Output ``{"probabilities"}``. Single-pass weighted BCE
-    training (λ from the inputs when present, else 1); logs ``loss`` and, in evaluation,
-    ``f{1,2}_{samples,micro,macro}``.
-    """
-
-    _config_args = ("backbone", "num_classes", "image_size", "s2_channels", "s1_channels", "dropout", "synchronized_bn")
-
-    def __init__(self, backbone: str = "tiny", num_classes: int = 12, image_size: int = 120,
-                 s2_channels: int = 12, s1_channels: int = 2, dropout: float = 0.0,
-                 synchronized_bn: bool = True, **kwargs):
-        _check_dropout(dropout)
-        encoder = build_backbone(backbone, (image_size, image_size, s2_channels + s1_channels),
-                                 "early_", synchronized_bn=synchronized_bn)
-        inputs = _model_inputs(image_size, s2_channels, s1_channels)
-        s2 = Gate(name="gate_opt")([inputs["s2"], inputs["lambda_opt"]])
-        s1 = Gate(name="gate_sar")([inputs["s1"], inputs["lambda_sar"]])
-        x = layers.Concatenate(axis=-1, name="stacked_bands")([s2, s1])
-        x = encoder(x)
-        if dropout:
-            x = layers.Dropout(dropout, name="dropout")(x)
-        x = layers.Dense(num_classes, name="logits")(x)
-        probs = layers.Activation("sigmoid", dtype="float32", name="probabilities")(x)
-        super().__init__(inputs=inputs, outputs={"probabilities": probs}, **kwargs)
-        self._keep_config(locals())
-        self.encoder = encoder
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.val_metrics = f_metrics("", num_classes)
-
-    def _forward(self, x, training):
-        if "lambda_opt" not in x or "lambda_sar" not in x:
-            x = gate_inputs(x, x.get("lambda_opt", 1.0), x.get("lambda_sar", 1.0))
-        return self({k: x[k] for k in INPUT_KEYS}, training=training)["probabilities"]
-
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        sw = _sample_weight_vector(sample_weight)
-        with tf.GradientTape() as tape:
-            per_sample = per_sample_bce(y, self._forward(x, training=True))
-            loss = tf.nn.compute_average_loss(per_sample, sample_weight=sw)
-            reg = _regularization(self)
-            if reg is not None:
-                loss = loss + tf.nn.scale_regularization_loss(reg)
-                per_sample = per_sample + reg
-            scaled_loss = self.optimizer.scale_loss(loss)
-        _minimize(self, tape, scaled_loss)
-        self.loss_tracker.update_state(per_sample, sample_weight=sw)
-        return {"loss": self.loss_tracker.result()}
-
-    def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        sw = _sample_weight_vector(sample_weight)
-        probs = self._forward(x, training=False)
-        self.loss_tracker.update_state(per_sample_bce(y, probs), sample_weight=sw)
-        for m in self.val_metrics:
-            m.update_state(y, probs, sample_weight=sw)
-        return {m.name: m.result() for m in self.metrics}
-
-    @property
-    def metrics(self):
-        if not hasattr(self, "val_metrics"):
-            return []
-        return [self.loss_tracker, *self.val_metrics]

@@ -34,11 +34,13 @@ HEAD_NAMES = {OPTICAL: "ood_opt", SAR: "ood_sar"}
 _ENCODER = {OPTICAL: "encoder_opt", SAR: "encoder_sar"}
 
 
-def build_ood_head(input_dim: int, hidden=(512, 64), dropout: float = 0.5, name: str = "ood_opt") -> keras.Model:
-    """Branch output [B, input_dim] → (Dense(relu) → Dropout) per hidden size → Dense(1, sigmoid):
-    float32 [B, 1], the probability that the sample is in-distribution."""
-    inputs = keras.Input((int(input_dim),), name=f"{name}_embedding")
-    x = inputs
+def build_ood_head(input_shape, hidden=(512, 64), dropout: float = 0.5, name: str = "ood_opt") -> keras.Model:
+    """Branch output (an embedding [B, D], or below fusion stage 5 a feature map, flattened as
+    the authors do) → (Dense(relu) → Dropout) per hidden size → Dense(1, sigmoid): float32
+    [B, 1], the probability that the sample is in-distribution."""
+    shape = (int(input_shape),) if isinstance(input_shape, int) else tuple(int(n) for n in input_shape)
+    inputs = keras.Input(shape, name=f"{name}_embedding")
+    x = layers.Flatten(name=f"{name}_flatten")(inputs) if len(shape) > 1 else inputs
     for i, units in enumerate(hidden):
         x = layers.Dense(int(units), activation="relu", name=f"{name}_dense{i}")(x)
         if dropout:
@@ -170,7 +172,7 @@ def new_ood_head(fusion, modality: str, ood_cfg: dict) -> keras.Model:
     """The untrained head of one modality for these ``ood`` settings (one place that knows what a
     head reads, so ``train_ood_head`` and the tuner build the same head)."""
     encoder = getattr(fusion, _ENCODER[modality])
-    return build_ood_head(encoder.output.shape[-1], tuple(ood_cfg["hidden"]), ood_cfg["dropout"],
+    return build_ood_head(encoder.output.shape[1:], tuple(ood_cfg["hidden"]), ood_cfg["dropout"],
                           name=HEAD_NAMES[modality])
 
 

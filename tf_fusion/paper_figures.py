@@ -14,9 +14,10 @@ Naming (ours):
   ``missing_sar`` (extension "Missing SAR"; in supplement Table 1 the data set "Optical Only"),
   ``missing_optical`` ("Missing Optical"; supplement Table 1 "SAR Only"), ``corrupted_optical``
   ("Optical Corrupted"), ``corrupted_sar`` ("SAR Corrupted").
-* methods: ``baseline`` (paper "Baseline Fusion" = extension "Baseline Fusion (late)", the
-  BigEarthNet-MM style late fusion trained on the fused pass only), ``baseline_early``,
-  ``embracenet``, ``non_adaptive``, ``adaptive``, ``optical_only``, ``sar_only``.
+* methods: ``late_fusion`` (paper "Baseline Fusion" = extension "Baseline Fusion (late)", the
+  BigEarthNet-MM style late fusion trained on the fused pass only), ``early_fusion``
+  (extension "Baseline Fusion (early)"), ``embracenet``, ``non_adaptive``, ``adaptive``,
+  ``optical_only``, ``sar_only``.
 * metrics: ``f1_micro, f1_macro, f1_samples, f2_micro, f2_macro, f2_samples, avg_entropy``
   (bits), ``avg_confidence``, ``ece`` (extension "Calibration Error"), ``auroc_confidence``,
   ``auroc_entropy``, ``aupr_confidence``, ``aupr_entropy`` (extension "AUROC (avg. conf)" …).
@@ -28,14 +29,14 @@ simply absent from the dicts.
 """
 from __future__ import annotations
 
-PAPER_METHODS = ("baseline", "non_adaptive", "adaptive", "optical_only", "sar_only")
-EXTENSION_METHODS = ("baseline_early", "baseline", "embracenet", "optical_only", "sar_only",
+PAPER_METHODS = ("late_fusion", "non_adaptive", "adaptive", "optical_only", "sar_only")
+EXTENSION_METHODS = ("early_fusion", "late_fusion", "embracenet", "optical_only", "sar_only",
                      "non_adaptive", "adaptive")
 EXTENSION_STAGES = ("stage_1", "stage_2", "stage_3", "stage_4", "stage_5")
 
-def _paper(baseline, non_adaptive, adaptive, optical_only, sar_only, *, percent=False):
+def _paper(late_fusion, non_adaptive, adaptive, optical_only, sar_only, *, percent=False):
     """One row of the paper's Table 1, in its column order; percentages become fractions."""
-    vals = (baseline, non_adaptive, adaptive, optical_only, sar_only)
+    vals = (late_fusion, non_adaptive, adaptive, optical_only, sar_only)
     if percent:
         vals = tuple(round(v / 100.0, 6) for v in vals)
     return dict(zip(PAPER_METHODS, vals))
@@ -396,8 +397,9 @@ EXTENSION_TABLE3 = {
 
 
 def extension_figure(scenario: str, metric: str, method: str):
-    """``(mean, std)`` of the extension (supplement Table 2, else Table 3) or ``None``."""
-    for table in (EXTENSION_TABLE2, EXTENSION_TABLE3):
+    """``(mean, std)`` of the extension (supplement Table 2, else Table 3; for ``method``
+    ``stage_k``, Table 1) or ``None``."""
+    for table in (EXTENSION_TABLE2, EXTENSION_TABLE3, EXTENSION_TABLE1_STAGES):
         cell = table.get(scenario, {}).get(metric, {}).get(method)
         if cell is not None:
             return cell

@@ -150,6 +150,53 @@ def plot_ood_roc(ood_roc: Mapping, path: str) -> str:
 
 
 
+def _mean_std(v):
+    if isinstance(v, Mapping):
+        return v.get("mean"), v.get("std") or 0.0
+    return v, 0.0
+
+
+def plot_method_bars(results: Mapping, path: str, metric: str = "f1_samples") -> str:
+    """Grouped bars: ``metric`` (mean ± std over seeds) of every method on every scenario."""
+    methods = ordered(results.get("methods", {}), METHODS)
+    scen = ordered(dict.fromkeys(s for m in methods for s in results["methods"][m]), SCENARIOS)
+    scen = [s for s in scen if any(_mean_std(results["methods"][m].get(s, {}).get(metric))[0] is not None for m in methods)]
+    fig = _figure(max(6.0, 0.9 * len(scen) + 2), 3.8)
+    ax = fig.subplots()
+    width = 0.8 / max(len(methods), 1)
+    for k, m in enumerate(methods):
+        values = [_mean_std(results["methods"][m].get(s, {}).get(metric)) for s in scen]
+        xs = [i + (k - (len(methods) - 1) / 2) * width for i in range(len(scen))]
+        ax.bar(xs, [v if v is not None else 0 for v, _ in values], width, yerr=[e for _, e in values],
+               label=method_label(m), color=f"C{k}", capsize=2)
+    ax.set_xticks(range(len(scen)), [scenario_label(s) for s in scen], rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncol=4, loc="upper right")
+    ax.set_title(f"{metric} per method and scenario (mean ± std over seeds)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_stages(stages: Mapping, path: str, metric: str = "f1_samples") -> str:
+    """One line per scenario: the adaptive method's ``metric`` against the fusion stage."""
+    names = sorted(stages, key=lambda n: int(n.split("_")[1]))
+    scen = ordered(dict.fromkeys(s for n in names for s in stages[n]), SCENARIOS)
+    fig = _figure(5.2, 3.8)
+    ax = fig.subplots()
+    xs = [int(n.split("_")[1]) for n in names]
+    for k, s in enumerate(scen):
+        values = [_mean_std(stages[n].get(s, {}).get(metric)) for n in names]
+        if all(v is None for v, _ in values):
+            continue
+        ax.errorbar(xs, [v if v is not None else np.nan for v, _ in values], yerr=[e for _, e in values],
+                    marker="o", ms=3, capsize=2, color=f"C{k % 10}", label=scenario_label(s))
+    ax.set_xticks(xs)
+    ax.set_xlabel("fusion after ResNet stage")
+    ax.set_ylabel(f"adaptive {metric.replace('_', ' ')}")
+    ax.legend(fontsize=6, ncol=2)
+    return _save(fig, path)
+
+
 def write_plots(arrays: Mapping, out_dir: str) -> dict[str, str]:
     """The PNG plots of the keys present in ``arrays`` (see the module docstring); {name: path}."""
     os.makedirs(out_dir, exist_ok=True)

@@ -1,8 +1,18 @@
-"""The comparison's vocabulary: test scenarios and methods, by the names results.json uses.
+"""The comparison's vocabulary and the authors' protocol: test scenarios and methods, by the
+names results.json uses.
 
 Evaluation runs these scenarios, the report prints them in this order with these labels, and the
 published figures (`paper_figures`) are keyed by the same names. No TensorFlow here: the report
 and its CLI read results without it.
+
+The protocol (the authors' released code, DESIGN.md §2):
+- a missing modality is zeros in place of its normalised input, and its availability is 0: the
+  gated methods close its gate (λ = 0, and p = 0 for it in Eq. 3), EmbraceNet gives it selection
+  probability 0, the baselines without a gate (early and late fusion) see the zeros;
+  optical-only and SAR-only are not reported where their modality is missing;
+- a corrupted modality has its normalised input replaced by N(0, 1) noise;
+- beyond the authors: additive Gaussian noise of a given strength (`evaluation.additive_noise`),
+  and region shift (patches of held-out countries, `tfrecords_builder build --holdout-countries`).
 """
 from __future__ import annotations
 
@@ -11,7 +21,9 @@ import dataclasses
 from .passes import PASSES
 
 OPTICAL, SAR = "optical", "sar"
+MODALITIES = (OPTICAL, SAR)
 INPUT_KEY = {OPTICAL: "s2", SAR: "s1"}  # the model input each modality feeds
+OOD_LABEL_SUBSETS = ("ood_test", "region_shift_ood")  # patches of OOD classes only: no F-scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,12 +32,17 @@ class Scenario:
     subset: str  # the build's subset it reads
     label: str  # row label of the table
     modality: str | None = None  # the input it changes: "optical" or "sar"
-    change: str | None = None  # None | "missing" (zeros) | "noise" (seeded Gaussian noise added)
+    change: str | None = None  # None | "missing" | "replaced" (N(0, 1) noise) | "noise" (added)
+    strength: float = 0.0  # std of the added noise
 
     @property
     def has_labels(self) -> bool:
         """False for patches of OOD classes only: no in-distribution label, no F-scores."""
-        return self.subset != "ood_test"
+        return self.subset not in OOD_LABEL_SUBSETS
+
+    def available(self, modality: str) -> float:
+        """1.0 unless this scenario removes ``modality``."""
+        return 0.0 if self.change == "missing" and self.modality == modality else 1.0
 
 
 SCENARIOS = (
@@ -36,33 +53,79 @@ SCENARIOS = (
     Scenario("snow", "snow", "Snow and ice"),
     Scenario("missing_sar", "test", "Missing SAR", SAR, "missing"),
     Scenario("missing_optical", "test", "Missing optical", OPTICAL, "missing"),
-    Scenario("corrupted_optical", "test", "Optical corrupted", OPTICAL, "noise"),
-    Scenario("corrupted_sar", "test", "SAR corrupted", SAR, "noise"),
+    Scenario("corrupted_optical", "test", "Optical corrupted", OPTICAL, "replaced"),
+    Scenario("corrupted_sar", "test", "SAR corrupted", SAR, "replaced"),
+    Scenario("region_shift", "region_shift", "Region shift"),
+    Scenario("region_shift_ood", "region_shift_ood", "Region shift, OOD classes"),
 )
-SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
 REFERENCE = "clear"  # every other scenario is separated from this one
+
+
+def noise_scenario(modality: str, std: float) -> Scenario:
+    label = "Optical" if modality == OPTICAL else "SAR"
+    return Scenario(f"{modality}_noise_{std:g}", "test", f"{label} + noise (std {std:g})", modality, "noise", float(std))
+
+
+def scenarios(config: dict) -> list[Scenario]:
+    """The scenarios an evaluation runs: the fixed ones, then additive noise of each strength."""
+    extra = [noise_scenario(m, std) for std in config["evaluation"]["additive_noise"] for m in MODALITIES]
+    return [*SCENARIOS, *extra]
+
+
+def scenario_by_name(name: str) -> Scenario | None:
+    for s in SCENARIOS:
+        if s.name == name:
+            return s
+    for m in MODALITIES:
+        prefix = f"{m}_noise_"
+        if name.startswith(prefix):
+            try:
+                return noise_scenario(m, float(name[len(prefix):]))
+            except ValueError:
+                return None
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
     name: str
     label: str
+    modality: str | None = None  # single-modality methods: reported only where it is present
 
 
-# The paper's Table 1 order; the gated network's single-setting methods come from the table of passes.
-_PASS_LABELS = {"non_adaptive": "Non-Adaptive Fusion", "optical_only": "Optical Only", "sar_only": "SAR Only"}
+EARLY, LATE, EMBRACENET, ADAPTIVE = "early_fusion", "late_fusion", "embracenet", "adaptive"
+_PASS_METHODS = {"non_adaptive": ("Non-Adaptive Fusion", None), "optical_only": ("Optical Only", OPTICAL),
+                 "sar_only": ("SAR Only", SAR)}
+# The extension's column order: early, late, EmbraceNet, optical only, SAR only, non-adaptive, adaptive.
 METHODS = (
-    Method("baseline", "Baseline Fusion"),
-    Method(PASSES[0].method, _PASS_LABELS[PASSES[0].method]),
-    Method("adaptive", "Adaptive Fusion"),
-    *(Method(p.method, _PASS_LABELS[p.method]) for p in PASSES[1:]),
-    Method("baseline_early", "Baseline Fusion (early)"),  # the extension's further baselines
-    Method("embracenet", "EmbraceNet"),
+    Method(EARLY, "Early Fusion"),
+    Method(LATE, "Late Fusion"),
+    Method(EMBRACENET, "EmbraceNet"),
+    *(Method(p.method, *_PASS_METHODS[p.method]) for p in (PASSES[1], PASSES[2], PASSES[0])),
+    Method(ADAPTIVE, "Adaptive Fusion"),
 )
 METHOD_BY_NAME = {m.name: m for m in METHODS}
-ADAPTIVE = "adaptive"
-BASELINE = "baseline"
+BASELINES = (EARLY, LATE, EMBRACENET)  # methods of their own runs, beside the gated network's
 GATED_METHODS = (ADAPTIVE, *(p.method for p in PASSES))  # what one run of the gated network gives
+
+
+def reported(method: str, scenario: Scenario) -> bool:
+    """False for a single-modality method on a scenario without its modality ("–" in the table)."""
+    m = METHOD_BY_NAME.get(method)
+    return m is None or m.modality is None or scenario.available(m.modality) == 1.0
+
+
+def run_method(config: dict) -> str | None:
+    """The baseline a run's config trains (None for the gated network of the paper, which gives
+    the gated methods): early fusion, EmbraceNet, or late fusion (the gated network trained on
+    the fused pass only)."""
+    kind = config["model"]["kind"]
+    if kind in (EARLY, EMBRACENET):
+        return kind
+    weights = config["training"]["pass_weights"]
+    if all(w == 0 for name, w in weights.items() if name != PASSES[0].name):
+        return LATE
+    return None
 
 
 def method_label(name: str) -> str:
@@ -70,7 +133,8 @@ def method_label(name: str) -> str:
 
 
 def scenario_label(name: str) -> str:
-    return SCENARIO_BY_NAME[name].label if name in SCENARIO_BY_NAME else name
+    s = scenario_by_name(name)
+    return s.label if s else name
 
 
 def ordered(names, vocabulary) -> list[str]:

@@ -21,9 +21,14 @@ import numpy as np
 from . import paper_figures as pf
 from .protocol import METHODS, SCENARIOS, method_label, ordered, scenario_label
 
-METRICS = ("f1_samples", "f1_micro", "f1_macro", "f2_samples", "f2_micro", "f2_macro",
+METRICS = ("f1_samples", "f1_micro", "f1_macro", "f2_samples", "f2_micro", "f2_macro", "map_macro", "map_micro",
            "avg_entropy", "avg_confidence", "ece", "auroc_confidence", "auroc_entropy",
-           "aupr_confidence", "aupr_entropy", "ood_auroc_optical", "ood_auroc_sar")
+           "aupr_confidence", "aupr_entropy", "fpr95_confidence", "fpr95_entropy",
+           "ood_auroc_optical", "ood_auroc_sar", "ood_aupr_optical", "ood_aupr_sar", "ood_fpr95_optical", "ood_fpr95_sar")
+SEPARATION = ("auroc_confidence", "auroc_entropy", "aupr_confidence", "aupr_entropy", "fpr95_confidence",
+              "fpr95_entropy")  # the extension's Table 3
+STAGE_METRICS = ("f1_micro", "f1_macro", "f1_samples", "f2_micro", "f2_macro", "f2_samples", "map_macro",
+                 "map_micro")  # the extension's Table 1
 METRIC_LABELS = {
     "f1_samples": "F1 (samples)¹",
     "f1_micro": "F1 (micro)",
@@ -31,6 +36,8 @@ METRIC_LABELS = {
     "f2_samples": "F2 (samples)¹",
     "f2_micro": "F2 (micro)",
     "f2_macro": "F2 (macro)",
+    "map_macro": "mAP (macro)",
+    "map_micro": "mAP (micro)",
     "avg_entropy": "Avg. entropy [bit]",
     "avg_confidence": "Avg. confidence",
     "ece": "ECE",
@@ -38,8 +45,14 @@ METRIC_LABELS = {
     "auroc_entropy": "AUROC vs clear (entropy)",
     "aupr_confidence": "AUPR vs clear (conf.)²",
     "aupr_entropy": "AUPR vs clear (entropy)",
+    "fpr95_confidence": "FPR@95 vs clear (conf.)",
+    "fpr95_entropy": "FPR@95 vs clear (entropy)",
     "ood_auroc_optical": "OOD detector AUROC (optical)",
     "ood_auroc_sar": "OOD detector AUROC (SAR)",
+    "ood_aupr_optical": "OOD detector AUPR (optical)",
+    "ood_aupr_sar": "OOD detector AUPR (SAR)",
+    "ood_fpr95_optical": "OOD detector FPR@95 (optical)",
+    "ood_fpr95_sar": "OOD detector FPR@95 (SAR)",
 }
 # The paper's Table 1 F-scores (averaging unspecified) are shown beside our samples averaging.
 PAPER_METRIC = {"f1_samples": "f1", "f2_samples": "f2", "avg_entropy": "avg_entropy",
@@ -55,7 +68,10 @@ metric where they exist:
   there in % and shown here as fractions).
 * `[0.77±0.00]` — the authors' extension, supplement Table 2 (F-scores, entropy, calibration
   error) or Table 3 (separation from the clear test set): mean ± std over five runs, two
-  decimals. Its "Baseline Fusion (late)" is our Baseline Fusion; fusion after ResNet stage 4.
+  decimals; ResNet50, the gated methods fusing after stage 4. Shown where we measure the same
+  way: the authors' protocol (a missing modality: closed gate for the gated methods, zeros for
+  early and late fusion, selection probability 0 for EmbraceNet; a corrupted one: replaced by
+  N(0, 1) noise); nothing beside the scenarios beyond it (additive noise, region shift).
 * "{dash}" — not measured / not applicable (e.g. no F-scores on OOD classes, single-modality
   models on data without their modality).
 
@@ -63,8 +79,10 @@ Threshold 0.5 for the F-scores. Entropy is the binary entropy of each class's Be
 prediction in **bits** (0 … 1), averaged over classes and samples; confidence is max(p, 1 − p)
 averaged likewise. ECE: expected calibration error of the per-class probabilities (15 equal-width
 bins). AUROC/AUPR "vs clear": the scenario's samples (positive) against the clear test samples,
-scored by lower average confidence or higher average entropy. OOD detector AUROC: the optical /
-SAR in-distribution head on its own.
+scored by lower average confidence or higher average entropy; FPR@95: the share of clear samples
+flagged at the threshold that flags 95 % of the scenario's. mAP: average precision of the class
+rankings, macro (mean over the classes with a positive) and micro (all cells). OOD detector
+AUROC/AUPR/FPR@95: the optical / SAR in-distribution probability on its own.
 
 ¹ The paper does not say how its "F1 Score" / "F2 Score" are averaged; they are shown beside our
 samples-averaged scores, which is an assumption.
@@ -143,23 +161,26 @@ def table_methods(results: Mapping) -> list[str]:
     return ordered(list(PAPER_COLUMNS) + [m for m in present if m not in PAPER_COLUMNS], METHODS)
 
 
-def render_table(results: Mapping, all_scenarios: bool = False) -> str:
+def render_table(results: Mapping, all_scenarios: bool = False, metrics=None, columns=None) -> str:
     """Markdown table in the layout of the paper's Table 1 (see the module docstring).
 
     Scenario blocks come in ``SCENARIOS`` order (then any others found in ``results``); a block is
     shown when ``results`` has a value for it (or always, with ``all_scenarios``). Inside a block
-    a metric row is shown when we or the publications have a value for it.
+    a metric row is shown when we or the publications have a value for it. ``metrics``: only
+    these rows (default: all); ``columns``: these "methods" of ``results`` (default: the paper's
+    methods and any other found, in the comparison's order) — e.g. fusion stages ``stage_1`` ….
     """
-    methods = table_methods(results)
+    methods = list(columns) if columns is not None else table_methods(results)
     found = {s for per in results.get("methods", {}).values() for s, d in per.items() if d}
     known = [s.name for s in SCENARIOS]
     scen = [s for s in known if all_scenarios or s in found] + sorted(s for s in found if s not in known)
-    header = ["Scenario", "Metric"] + [method_label(m) for m in methods]
+    header = ["Scenario", "Metric"] + [column_label(m) for m in methods]
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join([":--", ":--"] + [":-:"] * len(methods)) + "|"]
     seen_metrics = {mt for per in results.get("methods", {}).values()
                     for d in per.values() for mt in d}
-    metrics = list(METRICS) + sorted(mt for mt in seen_metrics if mt not in METRICS)
+    if metrics is None:
+        metrics = list(METRICS) + sorted(mt for mt in seen_metrics if mt not in METRICS)
     for s in scen:
         first = True
         for mt in metrics:
@@ -171,6 +192,13 @@ def render_table(results: Mapping, all_scenarios: bool = False) -> str:
             row = [label, METRIC_LABELS.get(mt, mt)] + [_cell(results, m, s, mt) for m in methods]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def column_label(name: str) -> str:
+    """A method's label, or "Fusion stage k" for the stage columns of the extension's Table 1."""
+    if name.startswith("stage_") and name[6:].isdigit():
+        return f"Fusion stage {name[6:]}"
+    return method_label(name)
 
 
 def _legend(results: Mapping) -> str:
@@ -189,37 +217,60 @@ def _mean(results, method, scenario, metric):
     return v[0] if isinstance(v, tuple) else v
 
 
+def _finding(claim: str, values, holds) -> tuple[str, bool | None]:
+    """(claim, None) when a value is missing, else (claim with our figures, whether it holds)."""
+    if any(v is None for v in values):
+        return claim, None
+    return holds()
+
+
 def paper_findings(results: Mapping) -> list[tuple[str, bool | None]]:
-    """The seed paper's qualitative findings, checked on these results: ``[(claim with our
-    figures, True / False / None when a value is missing)]``."""
+    """The seed paper's and its extension's qualitative findings, checked on these results:
+    ``[(claim with our figures, True / False / None when a value is missing)]``."""
     m = lambda method, scenario, metric: _mean(results, method, scenario, metric)  # noqa: E731
     out = []
     ad, na, opt = (m(k, "very_cloudy", "f1_samples") for k in ("adaptive", "non_adaptive", "optical_only"))
-    if None in (ad, na, opt):
-        out.append(("very cloudy: adaptive F1 (samples) >= non-adaptive + 0.05 and above optical-only", None))
-    else:
-        out.append((f"very cloudy: adaptive F1 (samples) {ad:.3f} >= non-adaptive {na:.3f} + 0.05 and above "
-                    f"optical-only {opt:.3f}", ad >= na + 0.05 and ad > opt))
+    out.append(_finding("very cloudy: adaptive F1 (samples) >= non-adaptive + 0.05 and above optical-only", (ad, na, opt),
+                        lambda: (f"very cloudy: adaptive F1 (samples) {ad:.3f} >= non-adaptive {na:.3f} + 0.05 and above "
+                                 f"optical-only {opt:.3f}", ad >= na + 0.05 and ad > opt)))
     rises = {k: (m(k, "ood_classes", "avg_entropy"), m(k, "clear", "avg_entropy")) for k in table_methods(results)}
     rises = {k: a - b for k, (a, b) in rises.items() if a is not None and b is not None}
-    if "adaptive" not in rises or len(rises) < 2:
-        out.append(("OOD classes: the adaptive entropy rises over clear more than any other method's", None))
-    else:
-        others = {k: v for k, v in rises.items() if k != "adaptive"}
-        top = max(others, key=others.get)
-        out.append((f"OOD classes: the adaptive entropy rises over clear by {rises['adaptive']:.3f}, more than any "
-                    f"other method's (largest: {top} {others[top]:.3f})", rises["adaptive"] > others[top]))
+    others = {k: v for k, v in rises.items() if k != "adaptive"}
+    top = max(others, key=others.get) if others else None
+    out.append(_finding("OOD classes: the adaptive entropy rises over clear more than any other method's",
+                        (rises.get("adaptive"), top),
+                        lambda: (f"OOD classes: the adaptive entropy rises over clear by {rises['adaptive']:.3f}, more than "
+                                 f"any other method's (largest: {top} {others[top]:.3f})", rises["adaptive"] > others[top])))
     ad, na = m("adaptive", "clear", "f1_samples"), m("non_adaptive", "clear", "f1_samples")
-    if None in (ad, na):
-        out.append(("clear: adaptive F1 (samples) within 0.03 of non-adaptive", None))
-    else:
-        out.append((f"clear: adaptive F1 (samples) {ad:.3f} within 0.03 of non-adaptive {na:.3f}", abs(ad - na) <= 0.03))
+    out.append(_finding("clear: adaptive F1 (samples) within 0.03 of non-adaptive", (ad, na),
+                        lambda: (f"clear: adaptive F1 (samples) {ad:.3f} within 0.03 of non-adaptive {na:.3f}",
+                                 abs(ad - na) <= 0.03)))
+    # the extension's findings, where its baselines were evaluated
+    base = {k: m(k, "very_cloudy", "f1_samples") for k in ("early_fusion", "late_fusion", "embracenet", "non_adaptive",
+                                                             "optical_only")}
+    base = {k: v for k, v in base.items() if v is not None}
+    ad = m("adaptive", "very_cloudy", "f1_samples")
+    best = max(base, key=base.get) if base else None
+    out.append(_finding("extension, very cloudy: adaptive F1 (samples) above every baseline", (ad, best),
+                        lambda: (f"extension, very cloudy: adaptive F1 (samples) {ad:.3f} above every baseline "
+                                 f"(best: {best} {base[best]:.3f})", ad > base[best])))
+    sar, na, ad, early = (m(k, "missing_optical", "f1_samples") for k in ("sar_only", "non_adaptive", "adaptive",
+                                                                          "early_fusion"))
+    out.append(_finding("extension, missing optical: the gated methods within 0.03 of SAR-only and 0.1 above early fusion",
+                        (sar, na, ad, early),
+                        lambda: (f"extension, missing optical: non-adaptive {na:.3f} and adaptive {ad:.3f} within 0.03 of "
+                                 f"SAR-only {sar:.3f} and 0.1 above early fusion {early:.3f}",
+                                 max(abs(na - sar), abs(ad - sar)) <= 0.03 and min(na, ad) >= early + 0.1)))
+    ad, na = m("adaptive", "corrupted_optical", "f1_samples"), m("non_adaptive", "corrupted_optical", "f1_samples")
+    out.append(_finding("extension, corrupted optical: adaptive F1 (samples) above non-adaptive", (ad, na),
+                        lambda: (f"extension, corrupted optical: adaptive F1 (samples) {ad:.3f} above non-adaptive "
+                                 f"{na:.3f}", ad > na)))
     return out
 
 
 def render_findings(results: Mapping) -> str:
     marks = {True: "yes", False: "NO", None: "n/a"}
-    lines = ["The paper's qualitative findings on these results:", ""]
+    lines = ["The paper's and the extension's qualitative findings on these results:", ""]
     lines += [f"- [{marks[ok]}] {claim}" for claim, ok in paper_findings(results)]
     return "\n".join(lines) + "\n"
 

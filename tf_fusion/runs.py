@@ -104,7 +104,7 @@ class Run:
     def load_model(self, which: str = BEST, compile: bool = False):
         import keras
 
-        from . import model as _model  # noqa: F401  registers the project's layers for loading
+        from . import baselines, model  # noqa: F401  register the project's models and layers for loading
 
         return keras.saving.load_model(self.file(which), compile=compile)
 

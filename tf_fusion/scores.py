@@ -18,7 +18,7 @@ import math
 from typing import Iterable, Mapping
 
 import numpy as np
-from sklearn.metrics import average_precision_score, fbeta_score, roc_auc_score
+from sklearn.metrics import average_precision_score, f1_score, fbeta_score, roc_auc_score, roc_curve
 
 F_METRICS = ("f1_samples", "f1_micro", "f1_macro", "f2_samples", "f2_micro", "f2_macro")
 
@@ -56,6 +56,30 @@ def f_scores(y_true, p, threshold: float = 0.5) -> dict[str, float]:
             out[f"f{beta}_{avg}"] = float(fbeta_score(y, pred, beta=beta, average=avg,
                                                       zero_division=0))
     return out
+
+
+def mean_average_precision(y_true, p) -> dict:
+    """Mean average precision of the class rankings, the reBEN / BigEarthNet v2 convention:
+    ``map_macro`` (the mean of the per-class APs) and ``map_micro`` (one AP over all (sample,
+    class) cells), scikit-learn's ``average_precision_score``.
+
+    A class with no positive among the samples has no defined AP (recall is undefined): it is
+    left out of the macro mean and reported as None per class (scikit-learn would warn and count
+    it as 0). ``map_macro`` is None when no class has a positive.
+    """
+    y, q = _as_arrays(y_true, p)
+    has = y.sum(axis=0) > 0
+    per_class = [float(average_precision_score(y[:, c], q[:, c])) if has[c] else None for c in range(y.shape[1])]
+    present = [v for v in per_class if v is not None]
+    return {"map_macro": float(np.mean(present)) if present else None,
+            "map_micro": float(average_precision_score(y.ravel(), q.ravel())) if y.any() else None,
+            "ap_per_class": per_class}
+
+
+def f1_per_class(y_true, p, threshold: float = 0.5) -> list[float]:
+    """F1 of each class at the threshold (scikit-learn, zero_division=0)."""
+    y, q = _as_arrays(y_true, p)
+    return [float(v) for v in f1_score(y, binarize(q, threshold), average=None, zero_division=0)]
 
 
 def binary_entropy_bits(p) -> np.ndarray:
@@ -131,7 +155,9 @@ def separation(clear_values, shifted_values) -> dict[str, float]:
     """How well a per-sample score separates a shifted set from the clear set.
 
     The shifted set is the positive class and a higher value means "more likely shifted".
-    Returns ``{"auroc": roc_auc_score, "aupr": average_precision_score}`` (scikit-learn).
+    Returns ``{"auroc": roc_auc_score, "aupr": average_precision_score}`` (scikit-learn) and
+    ``"fpr95"``: the share of clear samples flagged at the most demanding threshold that still
+    flags 95 % of the shifted ones (FPR at 95 % TPR; lower is better).
     """
     a = np.asarray(clear_values, dtype=np.float64).ravel()
     b = np.asarray(shifted_values, dtype=np.float64).ravel()
@@ -139,8 +165,10 @@ def separation(clear_values, shifted_values) -> dict[str, float]:
         raise ValueError("separation needs at least one clear and one shifted value")
     labels = np.concatenate([np.zeros(a.size, np.int64), np.ones(b.size, np.int64)])
     values = np.concatenate([a, b])
+    fpr, tpr, _ = roc_curve(labels, values)
     return {"auroc": float(roc_auc_score(labels, values)),
-            "aupr": float(average_precision_score(labels, values))}
+            "aupr": float(average_precision_score(labels, values)),
+            "fpr95": float(fpr[np.searchsorted(tpr, 0.95, side="left")])}
 
 
 def separation_scores(p_clear, p_shifted) -> dict[str, float]:
@@ -151,22 +179,25 @@ def separation_scores(p_clear, p_shifted) -> dict[str, float]:
     """
     conf = separation(-confidence(p_clear), -confidence(p_shifted))
     ent = separation(entropy_bits(p_clear), entropy_bits(p_shifted))
-    return {"auroc_confidence": conf["auroc"], "aupr_confidence": conf["aupr"],
-            "auroc_entropy": ent["auroc"], "aupr_entropy": ent["aupr"]}
+    return {f"{k}_{name}": v for name, d in (("confidence", conf), ("entropy", ent)) for k, v in d.items()}
 
 
 def summarize(y_true, p, threshold: float = 0.5, with_f: bool = True,
               n_bins: int = 15) -> dict[str, float]:
     """All per-scenario metrics of one method.
 
-    With ``with_f`` (the default): the six F-scores, ``avg_entropy``, ``avg_confidence`` and
-    ``ece``. Without (e.g. OOD-class sets that have no in-distribution labels; ``y_true`` may then
-    be ``None``): only ``avg_entropy`` and ``avg_confidence``.
+    With ``with_f`` (the default): the six F-scores, mAP (``map_macro``, ``map_micro``),
+    ``avg_entropy``, ``avg_confidence``, ``ece``, and per class ``ap_per_class`` and
+    ``f1_per_class`` (lists in label order). Without (e.g. OOD-class sets that have no
+    in-distribution labels; ``y_true`` may then be ``None``): only ``avg_entropy`` and
+    ``avg_confidence``.
     """
     q = np.asarray(p, dtype=np.float64)
-    out: dict[str, float] = {}
+    out: dict = {}
     if with_f:
         out.update(f_scores(y_true, q, threshold))
+        out.update(mean_average_precision(y_true, q))
+        out["f1_per_class"] = f1_per_class(y_true, q, threshold)
     out["avg_entropy"] = float(np.mean(entropy_bits(q)))
     out["avg_confidence"] = float(np.mean(confidence(q)))
     if with_f:

@@ -46,7 +46,7 @@ def monitor_names(config: dict) -> list[str]:
     from .model import F_METRICS
     from .passes import PASSES
 
-    if config["model"]["kind"] == "early_fusion":
+    if config["model"]["kind"] != "late_fusion":
         return ["val_loss", *(f"val_{m}" for m in F_METRICS)]
     names = ["val_loss", *(f"val_loss_{p.name}" for p in PASSES)]
     return names + [f"val_{p.metric(m)}" for p in PASSES for m in F_METRICS]
@@ -70,13 +70,18 @@ class Task:
         return len(self.classes)
 
     def build_model(self):
-        from .model import EarlyFusionModel, FusionModel
+        from .baselines import EarlyFusionModel, EmbraceNetModel
+        from .model import FusionModel
 
         m = self.config["model"]
         kwargs = dict(backbone=m["backbone"], num_classes=self.num_classes, image_size=self.config["data"]["image_size"],
                       dropout=m["dropout"])
         if m["kind"] == "late_fusion":
-            return FusionModel(pass_weights=weights_tuple(self.config["training"]["pass_weights"]), **kwargs)
+            return FusionModel(pass_weights=weights_tuple(self.config["training"]["pass_weights"]),
+                               fusion_stage=m["fusion_stage"], **kwargs)
+        if m["kind"] == "embracenet":
+            return EmbraceNetModel(width=m["embracenet"]["width"], modality_dropout=m["embracenet"]["modality_dropout"],
+                                   seed=self.config["training"]["seed"], **kwargs)
         return EarlyFusionModel(**kwargs)
 
     def build_optimizer(self, epochs: int | None = None):

@@ -39,7 +39,7 @@ def run_job(config: dict, run_dir: str, overrides=(), log=print) -> None:
         train(baseline, baseline_dir, log)
     from .evaluate import evaluate
 
-    evaluate(run_dir, baseline_dir, log=log)
+    evaluate(run_dir, [baseline_dir] if baseline_dir else [], log=log)
     if config["model"]["kind"] == "late_fusion":  # the adaptive model, ready for TF Serving
         from .export import export_run
 

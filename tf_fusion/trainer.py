@@ -94,7 +94,7 @@ def train(config: dict, run_dir, log=print) -> dict:
     with strategy.scope():
         if done:
             run.publish(state)  # a kill between a commit and its derived files
-            model = keras.saving.load_model(run.checkpoint(), compile=True)
+            model = run.load_model(run.checkpoint(), compile=True)
         else:
             keras.utils.set_random_seed(t["seed"])
             model = task.build_model()

@@ -127,7 +127,7 @@ def _ood_stage(config, fusion_tuner, fusion_best, manifest, tuning_dir, trials, 
 
 
 def _write_results(config, experiment, tuning_dir, fusion_best, ood_best, log) -> dict:
-    from . import best, search
+    from . import best
 
     best_yaml = os.path.join(tuning_dir, "best.yaml")
     resolved = best.write_best_yaml(best_yaml, experiment, config, fusion_best, ood_best)

@@ -1,0 +1,178 @@
+"""The comparison's baselines that are not gated fusion: early fusion and EmbraceNet.
+
+Both take the gated network's inputs ``{"s2", "s1", "lambda_opt", "lambda_sar"}`` (so one
+evaluation feeds every method) and are trained with one weighted BCE pass (`SinglePassModel`):
+
+- ``EarlyFusionModel`` (BigEarthNet-MM): the 12 S2 and 2 S1 bands stacked into one backbone.
+  Each modality is multiplied by its λ first, so a missing modality is an all-zeros input.
+- ``EmbraceNetModel`` (Choi & Lee, Information Fusion 2019): a pooled branch per modality, a
+  docking layer (Dense + ReLU) per modality to a common width, and the embracement: every feature
+  of the fused vector comes from one modality, drawn per sample and feature from a multinomial
+  with the selection probabilities p_m ∝ λ_m (the λ inputs are the modalities' availability), then
+  the sigmoid classifier. Training drops modalities at random: with probability
+  ``modality_dropout`` a batch keeps one modality per sample (as the reference implementation
+  does); the draws also happen at inference, from a seeded generator, so a missing modality
+  (λ = 0, p = 0) is never selected and cannot influence the output.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import layers, ops
+
+from .backbones import build_backbone
+from .model import (INPUT_KEYS, ConfiguredModel, Gate, check_dropout, f_metrics, gate_inputs, minimize,
+                    model_inputs, per_sample_bce, probabilities, regularization, sample_weights)
+
+
+class SinglePassModel(ConfiguredModel):
+    """One weighted BCE pass per batch (λ from the inputs when present, else 1); logs ``loss``
+    and, in evaluation, ``f{1,2}_{samples,micro,macro}``. Subclasses build the functional graph
+    (output ``{"probabilities"}``) and call ``_init_metrics``."""
+
+    def _init_metrics(self, num_classes: int) -> None:
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.val_metrics = f_metrics("", num_classes)
+
+    def _feed(self, x, training):
+        if "lambda_opt" not in x or "lambda_sar" not in x:
+            x = gate_inputs(x, x.get("lambda_opt", 1.0), x.get("lambda_sar", 1.0))
+        return {k: x[k] for k in INPUT_KEYS}
+
+    def _forward(self, x, training):
+        return self(self._feed(x, training), training=training)["probabilities"]
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        sw = sample_weights(sample_weight)
+        with tf.GradientTape() as tape:
+            per_sample = per_sample_bce(y, self._forward(x, training=True))
+            loss = tf.nn.compute_average_loss(per_sample, sample_weight=sw)
+            reg = regularization(self)
+            if reg is not None:
+                loss = loss + tf.nn.scale_regularization_loss(reg)
+                per_sample = per_sample + reg
+            scaled_loss = self.optimizer.scale_loss(loss)
+        minimize(self, tape, scaled_loss)
+        self.loss_tracker.update_state(per_sample, sample_weight=sw)
+        return {"loss": self.loss_tracker.result()}
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        sw = sample_weights(sample_weight)
+        probs = self._forward(x, training=False)
+        self.loss_tracker.update_state(per_sample_bce(y, probs), sample_weight=sw)
+        for m in self.val_metrics:
+            m.update_state(y, probs, sample_weight=sw)
+        return {m.name: m.result() for m in self.metrics}
+
+    @property
+    def metrics(self):
+        if not hasattr(self, "val_metrics"):  # during the functional __init__
+            return []
+        return [self.loss_tracker, *self.val_metrics]
+
+
+@keras.saving.register_keras_serializable(package="tf_fusion")
+class EarlyFusionModel(SinglePassModel):
+    """Early-fusion baseline (BigEarthNet-MM style): s2 and s1 bands stacked on the channel axis
+    (both already S×S) → one backbone → Dense → sigmoid (see the module docstring)."""
+
+    _config_args = ("backbone", "num_classes", "image_size", "s2_channels", "s1_channels", "dropout", "synchronized_bn")
+
+    def __init__(self, backbone: str = "tiny", num_classes: int = 12, image_size: int = 120,
+                 s2_channels: int = 12, s1_channels: int = 2, dropout: float = 0.0,
+                 synchronized_bn: bool = True, **kwargs):
+        check_dropout(dropout)
+        encoder = build_backbone(backbone, (image_size, image_size, s2_channels + s1_channels),
+                                 "early_", synchronized_bn=synchronized_bn)
+        inputs = model_inputs(image_size, s2_channels, s1_channels)
+        s2 = Gate(name="gate_opt")([inputs["s2"], inputs["lambda_opt"]])
+        s1 = Gate(name="gate_sar")([inputs["s1"], inputs["lambda_sar"]])
+        x = encoder(layers.Concatenate(axis=-1, name="stacked_bands")([s2, s1]))
+        if dropout:
+            x = layers.Dropout(dropout, name="dropout")(x)
+        logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)
+        super().__init__(inputs=inputs, outputs={"probabilities": probabilities(logits)}, **kwargs)
+        self._keep_config(locals())
+        self.encoder = encoder
+        self._init_metrics(num_classes)
+
+
+@keras.saving.register_keras_serializable(package="tf_fusion")
+class Embracement(layers.Layer):
+    """``[dockings [B, W, M], availability [B, M]]`` → [B, W]: each feature taken from one
+    modality, drawn from the multinomial with p_m = availability_m / Σ availability (uniform
+    over the available modalities; a modality with p = 0 is never drawn). All-zero availability
+    gives zeros."""
+
+    def __init__(self, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = int(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+
+    def call(self, inputs):
+        dockings, availability = inputs
+        availability = ops.cast(availability, "float32")
+        none = ops.all(ops.equal(availability, 0), axis=-1, keepdims=True)
+        # log p (−inf where p = 0); rows with nothing available draw from a placeholder uniform
+        log_p = ops.where(ops.greater(availability, 0), 0.0, -1e9)
+        log_p = ops.where(none, ops.zeros_like(log_p), log_p)
+        width, modalities = dockings.shape[1], dockings.shape[2]
+        draws = keras.random.categorical(log_p, width, seed=self.seed_generator)  # [B, W]
+        toggles = ops.one_hot(draws, modalities, dtype=dockings.dtype)  # [B, W, M]
+        fused = ops.sum(dockings * toggles, axis=-1)
+        return ops.where(none, ops.zeros_like(fused), fused)
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[0][:2]
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="tf_fusion")
+class EmbraceNetModel(SinglePassModel):
+    """EmbraceNet (see the module docstring). ``width``: the docking / embracement size;
+    ``modality_dropout``: the share of training batches that keep one modality per sample."""
+
+    _config_args = ("backbone", "num_classes", "image_size", "s2_channels", "s1_channels", "dropout",
+                    "synchronized_bn", "width", "modality_dropout", "seed")
+
+    def __init__(self, backbone: str = "tiny", num_classes: int = 12, image_size: int = 120,
+                 s2_channels: int = 12, s1_channels: int = 2, dropout: float = 0.0,
+                 synchronized_bn: bool = True, width: int = 512, modality_dropout: float = 0.5, seed: int = 0,
+                 **kwargs):
+        check_dropout(dropout)
+        if not 0.0 <= modality_dropout <= 1.0:
+            raise ValueError(f"modality_dropout must be in [0, 1], got {modality_dropout}")
+        encoder_opt = build_backbone(backbone, (image_size, image_size, s2_channels), "opt_",
+                                     synchronized_bn=synchronized_bn)
+        encoder_sar = build_backbone(backbone, (image_size, image_size, s1_channels), "sar_",
+                                     synchronized_bn=synchronized_bn)
+        inputs = model_inputs(image_size, s2_channels, s1_channels)
+        dock_opt = layers.Dense(width, activation="relu", name="docking_opt")(encoder_opt(inputs["s2"]))
+        dock_sar = layers.Dense(width, activation="relu", name="docking_sar")(encoder_sar(inputs["s1"]))
+        dockings = ops.stack([dock_opt, dock_sar], axis=-1)
+        availability = layers.Concatenate(name="availability")([inputs["lambda_opt"], inputs["lambda_sar"]])
+        x = Embracement(seed=seed, name="embracement")([dockings, availability])
+        if dropout:
+            x = layers.Dropout(dropout, name="dropout")(x)
+        logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)
+        super().__init__(inputs=inputs, outputs={"probabilities": probabilities(logits)}, **kwargs)
+        self._keep_config(locals())
+        self.encoder_opt, self.encoder_sar = encoder_opt, encoder_sar
+        self.dropout_generator = keras.random.SeedGenerator(seed + 1)
+        self._init_metrics(num_classes)
+
+    def _feed(self, x, training):
+        x = super()._feed(x, training)
+        if not training or not self.modality_dropout:
+            return x
+        # with probability `modality_dropout` this batch keeps one modality per sample
+        batch = ops.shape(x["s2"])[0]
+        drop = ops.less(keras.random.uniform((), seed=self.dropout_generator), self.modality_dropout)
+        keep_opt = ops.cast(ops.less(keras.random.uniform((batch, 1), seed=self.dropout_generator), 0.5), "float32")
+        lam_opt = ops.where(drop, keep_opt, ops.cast(x["lambda_opt"], "float32"))
+        lam_sar = ops.where(drop, 1.0 - keep_opt, ops.cast(x["lambda_sar"], "float32"))
+        return {**x, "lambda_opt": lam_opt, "lambda_sar": lam_sar}
