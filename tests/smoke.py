@@ -3,8 +3,8 @@ conftest): the `smoke` experiment's synthetic build, a training run through the 
 its OOD heads, its evaluation and its SavedModel — each made once, in this process, on first use.
 
 Tests must not change these folders; a test that needs to break something copies them first.
-Training is the slow part of the suite: every test that uses the run is marked `slow` here, so
-`pytest -m "not slow"` (the inner loop) stays under a minute; the synthetic build alone is not.
+Training (and the 400-pair build) is the slow part of the suite: every test that uses them is
+marked `slow` here, so `pytest -m "not slow"` (the inner loop) stays fast.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import os
 import pytest
 
 SMOKE = "smoke"
-TRAINED = {"smoke_run", "smoke_report", "smoke_export"}
+TRAINED = {"smoke_run", "smoke_report", "smoke_export", "smoke_data", "smoke_cache"}  # the build alone takes ~10 s
 
 
 def pytest_collection_modifyitems(config, items):

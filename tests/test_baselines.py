@@ -60,6 +60,7 @@ def test_modality_dropout_keeps_one_modality_per_sample_in_training(embracenet):
     assert np.asarray(never._feed(x, training=True)["lambda_sar"]).all()
 
 
+@pytest.mark.slow
 def test_trains_and_round_trips(embracenet, tmp_path):
     x, y = _batch(8), (np.random.default_rng(2).random((8, CLASSES)) < 0.4).astype("float32")
     embracenet.compile(optimizer=keras.optimizers.Adam(1e-3))

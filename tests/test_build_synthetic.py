@@ -69,6 +69,7 @@ def test_two_workers_write_the_same_bytes(synth_v1, tmp_path):
     assert load_manifest(a)["band_stats"] == load_manifest(b)["band_stats"]
 
 
+@pytest.mark.slow
 def test_gzip_shards_read_back_identically(synth_v1, tmp_path):
     plain, gz = tmp_path / "plain", tmp_path / "gz"
     run_cli("build", *source_flags(synth_v1), "--out", plain, "--quiet")

@@ -59,6 +59,7 @@ def damaged(small_shards, tmp_path, request):
     return out, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damaged", list(DAMAGE), indirect=True)
 def test_training_stops_with_one_line_naming_the_shard(damaged, tmp_path, capsys):
     out, name = damaged

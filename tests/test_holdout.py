@@ -84,6 +84,7 @@ def test_hold_out_errors_are_one_line(regional_v1, synth_v2, layout, flags, need
     assert proc.stderr.startswith(f"error: {needle}"), proc.stderr
 
 
+@pytest.mark.slow
 def test_cached_regional_build_holds_a_country_out(tmp_path):
     out = ensure_synthetic_build(tmp_path, "v2", 90, 1, workers=1, progress=False, log=lambda *_: None,
                                  regions=3, holdout_countries=("Portugal",))

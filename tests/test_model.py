@@ -42,7 +42,8 @@ def _tiny(**kwargs):
 
 # --- backbones -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,dim", [("tiny", 64), ("resnet18", 512), ("resnet50", 2048)])
+@pytest.mark.parametrize("name,dim", [("tiny", 64), pytest.param("resnet18", 512, marks=pytest.mark.slow),
+                                      pytest.param("resnet50", 2048, marks=pytest.mark.slow)])
 def test_backbones_any_channel_count(name, dim):
     for channels in (12, 2):
         model = build_backbone(name, (SIZE, SIZE, channels), "opt_")
@@ -246,6 +247,7 @@ def _bce(y, p, eps=1e-7):
     return -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=1)
 
 
+@pytest.mark.slow
 def test_fit_and_evaluate_logs():
     """The logged validation losses and F-scores of every pass, against NumPy and scikit-learn on
     the model's own predictions at that pass's gate setting."""
@@ -280,6 +282,7 @@ def test_fit_and_evaluate_logs():
 
 # --- serialization ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls,kwargs", [(FusionModel, {"dropout": 0.3, "pass_weights": (2.0, 0.5, 1.0)}),
                                         (EarlyFusionModel, {"dropout": 0.1})])
 def test_keras_file_round_trip(tmp_path, cls, kwargs):
@@ -373,6 +376,7 @@ def restore_policy():
     keras.mixed_precision.set_global_policy(policy)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_train_step(restore_policy, policy):
     keras.mixed_precision.set_global_policy(policy)

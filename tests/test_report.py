@@ -262,6 +262,7 @@ def _fake_arrays(rng):
     }
 
 
+@pytest.mark.slow
 def test_write_plots_writes_png(tmp_path):
     rng = np.random.default_rng(0)
     written = plots.write_plots(_fake_arrays(rng), str(tmp_path))

@@ -329,6 +329,7 @@ def test_physically_plausible(v1):
         assert vv.std() / vv.mean() > b08.std() / b08.mean(), p
 
 
+@pytest.mark.slow
 def test_cached_build_named_reused_resumed_and_rewritten_for_another_generator(tmp_path, monkeypatch):
     """The cache folder is named by its settings; a finished build is reused, a cut one resumed,
     and an archive of another generator version is never reused silently."""
@@ -413,6 +414,7 @@ def test_default_archive_is_the_recorded_one(tmp_path, layout):
 REGIONS = ("Ireland", "Portugal", "Finland")  # the first three, in the documented order
 
 
+@pytest.mark.slow
 def test_regional_archive_is_deterministic_and_says_where_each_patch_is(tmp_path):
     a = synth.write_archive(str(tmp_path / "a"), "v2", PAIRS, SEED, regions=3)
     b = synth.write_archive(str(tmp_path / "b"), "v2", PAIRS, SEED, regions=3)

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -56,11 +57,25 @@ def cache(smoke_cache, smoke_data):
     return smoke_cache
 
 
+def _tune(run_dir, cache, *extra):
+    """`python -m tf_fusion.tune` run in this process: (exit status, stdout)."""
+    import contextlib
+    import io
+
+    from tf_fusion import tune
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = tune.main(_cmd(run_dir, cache, *extra)[3:])
+    return code, out.getvalue()
+
+
 @pytest.fixture(scope="module")
 def search_run(cache, tmp_path_factory):
     run = tmp_path_factory.mktemp("tune") / "run"
-    proc = _run(_cmd(run, cache, "--max-trials", 2))
-    return run, proc
+    code, out = _tune(run, cache, "--max-trials", 2)
+    assert code == 0, out[-3000:]
+    return run, SimpleNamespace(stdout=out)
 
 
 # ------------------------------------------------------------------------------ a search
@@ -159,8 +174,10 @@ def test_best_yaml_trains_as_is(search_run, tmp_path):
     run, _ = search_run
     best_yaml = run / "tuning" / "best.yaml"
     best = json.loads((run / "tuning" / "best.json").read_text())
-    _run([sys.executable, "-m", "tf_fusion.train", "--experiment", str(best_yaml), "--run-dir", str(tmp_path / "t"),
-          "--set", "training.epochs=1", "--set", "training.steps_per_epoch=2"])
+    from tf_fusion import train
+
+    assert train.main(["--experiment", str(best_yaml), "--run-dir", str(tmp_path / "t"),
+                       "--set", "training.epochs=1", "--set", "training.steps_per_epoch=2"]) == 0
     trained = cfg.yaml.safe_load((tmp_path / "t" / "config.yaml").read_text())
     hp = best["fusion"]["hyperparameters"]
     assert trained["name"] == "smoke_tuned"
@@ -178,13 +195,17 @@ def test_rerun_resumes_instead_of_starting_over(search_run, cache):
     run, _ = search_run
     rows = lambda: _jsonl(glob.glob(str(run / "tuning" / "**" / "trials-*.jsonl"), recursive=True))  # noqa: E731
     before = rows()
-    proc = _run(_cmd(run, cache, "--max-trials", 2))
-    assert "fusion: complete (2 trials)" in proc.stdout and "ood: complete (2 trials)" in proc.stdout
+    code, out = _tune(run, cache, "--max-trials", 2)
+    assert code == 0 and "fusion: complete (2 trials)" in out and "ood: complete (2 trials)" in out
     assert rows() == before
-    # another search in the same folder is refused; only the trial counts may change
-    proc = _run(_cmd(run, cache, "--max-trials", 2, "--set", "tuning.fusion.w_opt.max=2.0"), check=False)
-    assert proc.returncode == 2
-    assert "holds a search of a different config (tuning.fusion.w_opt.max: 4.0 then, 2.0 now)" in proc.stderr
+
+
+def test_another_search_in_the_same_folder_is_refused(search_run, cache, capsys):
+    """Only the trial counts may change."""
+    run, _ = search_run
+    code, _ = _tune(run, cache, "--max-trials", 2, "--set", "tuning.fusion.w_opt.max=2.0")
+    assert code == 2
+    assert "holds a search of a different config (tuning.fusion.w_opt.max: 4.0 then, 2.0 now)" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -211,8 +232,9 @@ def test_resume_after_kill_runs_each_trial_once(cache, tmp_path):
 @pytest.mark.slow
 def test_hyperband_continues_the_trials_it_promotes(cache, tmp_path):
     run = tmp_path / "run"
-    out = _run(_cmd(run, cache, "--tuner", "hyperband", "--set", "tuning.epochs=2", "--set", "tuning.hyperband_factor=2",
-                    "--set", "tuning.ood_max_trials=0")).stdout
+    code, out = _tune(run, cache, "--tuner", "hyperband", "--set", "tuning.epochs=2", "--set", "tuning.hyperband_factor=2",
+                      "--set", "tuning.ood_max_trials=0")
+    assert code == 0, out[-3000:]
     rows = _jsonl([run / "tuning" / "fusion" / "trials-tuner0.jsonl"])
     assert rows and all(r["status"] == "COMPLETED" for r in rows)
     continued = [r["trial_id"] for r in rows if r["hyperparameters"].get("tuner/initial_epoch")]
@@ -241,7 +263,7 @@ def _free_port_pair() -> int:
 def test_chief_and_two_workers_run_each_trial_exactly_once(cache, tmp_path):
     run = tmp_path / "run"
     port = _free_port_pair()
-    cmd = _cmd(run, cache, "--max-trials", 3, "--set", "tuning.ood_max_trials=2")
+    cmd = _cmd(run, cache, "--max-trials", 2, "--set", "tuning.ood_max_trials=1")
     procs = {}
     for tuner_id in ("chief", "tuner0", "tuner1"):
         env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": "127.0.0.1",
@@ -259,7 +281,7 @@ def test_chief_and_two_workers_run_each_trial_exactly_once(cache, tmp_path):
     for tuner_id, proc in procs.items():
         assert proc.returncode == 0, f"{tuner_id}:\n{outs.get(tuner_id, '')[-4000:]}"
     tuning = run / "tuning"
-    for stage, n in (("fusion", 3), ("ood", 2)):
+    for stage, n in (("fusion", 2), ("ood", 1)):
         rows = _jsonl(glob.glob(str(tuning / stage / "**" / "trials-*.jsonl"), recursive=True))
         ids = sorted(r["trial_id"] for r in rows)
         assert ids == [str(i) for i in range(n)], (stage, rows)  # each trial once, across the workers

@@ -10,8 +10,10 @@ pipeline: samples/s of `tf_fusion.data.make_dataset` (decode, resample to 120²,
   pass would mostly time the autotuner's ramp-up). The rasterio side gets the builder's GDAL
   settings (no folder listing on open), which only makes it faster. Goal: ratio >= 20.
 
-train-step: one Eq. 2 training step (three weighted passes, encoders once) / one fused-pass-only
-  step. Goal: ratio <= 1.15.
+train-step: one Eq. 2 training step (three weighted passes, branches once) / one fused-pass-only
+  step, at every fusion stage, beside the bound 1 + 2 · (head FLOPs / total FLOPs) that sharing
+  the branches allows (below stage 5 the head holds the trunk, run once per pass), one line per
+  backbone and stage: `BACKBONE stage K: ratio R (bound B)`. Goal: R <= 1.1 · B.
 
 predict: one adaptive forward pass (Eq. 3: encoders once, both OOD heads, the fusion head at three
   gate settings) / one non-adaptive forward pass (λ = (1, 1)), same batch, both traced
@@ -156,35 +158,59 @@ def bench_pipeline(args) -> int:
     return 0
 
 
+def forward_flops(model) -> int:
+    """Multiply-adds × 2 of one sample's forward pass through the convolutions and dense layers
+    of ``model`` (nested models included), from the layers' static shapes."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += forward_flops(layer)
+        elif isinstance(layer, keras.layers.Conv2D):
+            kh, kw = layer.kernel_size
+            _, h, w, c_out = layer.output.shape
+            total += 2 * kh * kw * layer.input.shape[-1] * c_out * h * w
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * layer.input.shape[-1] * layer.units
+    return total
+
+
 def bench_train_step(args) -> int:
-    """One Eq. 2 step (three weighted passes, encoders once) / one fused-pass-only step."""
+    """One Eq. 2 step (three weighted passes: branches once, the fusion head with its trunk three
+    times) / one fused-pass-only step, at every fusion stage, beside the bound that sharing the
+    branches allows: 1 + 2 · (head FLOPs / total FLOPs)."""
     import keras
     import tensorflow as tf
 
     from .model import FusionModel
 
     rng = np.random.default_rng(0)
+    stages = [int(k) for k in args.stages.split(",")]
     for backbone, batch, steps in (("resnet50", 8, args.steps_large), ("tiny", args.tiny_batch, args.steps_small)):
+        if args.backbone and backbone != args.backbone:
+            continue
         x = {"s2": tf.constant(rng.normal(size=(batch, 120, 120, 12)), tf.float32),
              "s1": tf.constant(rng.normal(size=(batch, 120, 120, 2)), tf.float32)}
         y = tf.constant(rng.integers(0, 2, (batch, 12)), tf.float32)
-        models = {}
-        for label, weights in (("three", (2.0, 1.0, 1.0)), ("fused", (1.0, 0.0, 0.0))):
-            keras.utils.set_random_seed(0)
-            models[label] = FusionModel(backbone=backbone, num_classes=12, pass_weights=weights)
-            models[label].compile(optimizer=keras.optimizers.Adam(1e-4))
-            for _ in range(3):  # trace and warm up
-                models[label].train_on_batch(x, y)
-        times = {"three": [], "fused": []}
-        for _ in range(args.rounds):  # interleaved rounds, so drift in machine load hits both alike
-            for label, model in models.items():
-                start = time.perf_counter()
-                for _ in range(steps):
-                    model.train_on_batch(x, y)
-                times[label].append((time.perf_counter() - start) / steps)
-        t3, t1 = min(times["three"]), min(times["fused"])
-        print(f"{backbone:>8} batch {batch:>3}: three-pass step {1e3 * t3:8.1f} ms, fused-only step {1e3 * t1:8.1f} ms, "
-              f"ratio = {t3 / t1:.3f}  (goal <= 1.15; three naive passes ~3)", flush=True)
+        for stage in stages:
+            models = {}
+            for label, weights in (("three", (2.0, 1.0, 1.0)), ("fused", (1.0, 0.0, 0.0))):
+                keras.utils.set_random_seed(0)
+                models[label] = FusionModel(backbone=backbone, num_classes=12, pass_weights=weights, fusion_stage=stage)
+                models[label].compile(optimizer=keras.optimizers.Adam(1e-4))
+                for _ in range(3):  # trace and warm up
+                    models[label].train_on_batch(x, y)
+            fns = {label: (lambda m=m: m.train_on_batch(x, y)) for label, m in models.items()}
+            times = _interleaved(fns, steps, args.rounds, lambda out: None)
+            ratio = min(times["three"]) / min(times["fused"])
+            m = models["three"]
+            head = forward_flops(m.fusion_head)
+            total = forward_flops(m.encoder_opt) + forward_flops(m.encoder_sar) + head
+            bound = 1 + 2 * head / total
+            print(f"{backbone} stage {stage}: ratio {ratio:.3f} (bound {bound:.3f}); three-pass step "
+                  f"{1e3 * min(times['three']):.1f} ms, fused-only {1e3 * min(times['fused']):.1f} ms, batch {batch}; "
+                  f"head {head / 1e9:.3f} of {total / 1e9:.3f} GFLOPs per sample", flush=True)
     return 0
 
 
@@ -300,7 +326,9 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--seed", type=int, default=0)
     pl.add_argument("--dir", help="work folder, kept and reused (default: a temporary one)")
     pl.set_defaults(func=bench_pipeline)
-    ts = sub.add_parser("train-step", help="Eq. 2 step time / fused-pass-only step time (goal <= 1.15)")
+    ts = sub.add_parser("train-step", help="Eq. 2 step / fused-pass-only step per fusion stage, beside the FLOPs bound")
+    ts.add_argument("--backbone", choices=("tiny", "resnet50"), help="one backbone (default: resnet50, then tiny)")
+    ts.add_argument("--stages", default="1,2,3,4,5", help="fusion stages (default 1,2,3,4,5)")
     ts.add_argument("--tiny-batch", type=int, default=32, help="batch for the tiny backbone (resnet50 uses 8)")
     ts.add_argument("--steps-large", type=int, default=5, help="timed steps per round, resnet50")
     ts.add_argument("--steps-small", type=int, default=30, help="timed steps per round, tiny")

@@ -28,7 +28,9 @@ DEFAULTS = {
     "data": {
         "dir": None,  # a tfrecords_builder output folder; None: build the synthetic archive below
         # with enabled: true and no dir, the builder's synthetic archive is written and built once
-        "synthetic": {"enabled": False, "layout": "v1", "pairs": 1200, "seed": 0, "workers": 2},
+        # regions: synthetic countries with their own climates (0: none); holdout_countries: region shift
+        "synthetic": {"enabled": False, "layout": "v1", "pairs": 1200, "seed": 0, "workers": 2, "regions": 0,
+                      "holdout_countries": []},
         "cache_dir": os.path.join("~", ".cache", "tf_fusion"),
         "image_size": 120,
         "resize_method": "bilinear",
@@ -269,6 +271,7 @@ RULES = {
     "data.synthetic.seed": COUNT,
     "data.synthetic.workers": POSITIVE_INT,
     "data.synthetic.layout": ("v1", "v2"),
+    "data.synthetic.regions": Range(0, 10, integer=True),
     "data.image_size": Range(8, integer=True),
     "data.resize_method": ("bilinear", "nearest", "bicubic", "area"),
     "data.batch_size": POSITIVE_INT,

@@ -265,6 +265,13 @@ def paper_findings(results: Mapping) -> list[tuple[str, bool | None]]:
     out.append(_finding("extension, corrupted optical: adaptive F1 (samples) above non-adaptive", (ad, na),
                         lambda: (f"extension, corrupted optical: adaptive F1 (samples) {ad:.3f} above non-adaptive "
                                  f"{na:.3f}", ad > na)))
+    # beyond the publications: does each method's uncertainty rise under region shift?
+    shift = {k: (m(k, "region_shift", "avg_entropy"), m(k, "clear", "avg_entropy")) for k in table_methods(results)}
+    shift = {k: a - b for k, (a, b) in shift.items() if a is not None and b is not None}
+    if shift:
+        rises = ", ".join(f"{k} {v:+.3f}" for k, v in shift.items())
+        out.append(_finding("region shift: the adaptive entropy rises over clear", (shift.get("adaptive"),),
+                            lambda: (f"region shift: the adaptive entropy rises over clear ({rises})", shift["adaptive"] > 0)))
     return out
 
 

@@ -24,5 +24,6 @@ def prepare_data(config: dict, log=print) -> Manifest:
     if not syn["enabled"]:
         raise ConfigError(f"experiment {config['name']!r} has no data: pass --data DIR (a tfrecords_builder build)")
     out = ensure_synthetic_build(os.path.expanduser(data["cache_dir"]), syn["layout"], syn["pairs"], syn["seed"],
-                                 partition=partition, workers=syn["workers"], log=log)
+                                 partition=partition, workers=syn["workers"], log=log, regions=syn["regions"],
+                                 holdout_countries=tuple(syn["holdout_countries"]))
     return load_manifest(out, partition=partition)
