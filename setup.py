@@ -33,7 +33,7 @@ setup(
     ],
     extras_require={
         **TENSORFLOW,
-        "dev": ["pytest>=8", "pandas>=2"],
+        "dev": ["pytest>=8", "pytest-xdist>=3", "pandas>=2"],
         # gRPC client and TF Serving warm-up requests (tf_fusion.serving / export); optional because
         # tensorflow-serving-api requires full `tensorflow`, which would sit beside tensorflow-cpu
         "serving": ["tensorflow-serving-api>=2.20,<2.22", "grpcio>=1.60"],

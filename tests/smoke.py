@@ -19,8 +19,11 @@ TRAINED = {"smoke_run", "smoke_report", "smoke_export", "smoke_data", "smoke_cac
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if TRAINED & set(getattr(item, "fixturenames", ())):
+        used = set(getattr(item, "fixturenames", ()))
+        if TRAINED & used:
             item.add_marker(pytest.mark.slow)
+        if used & {"smoke_run", "smoke_report", "smoke_export"}:
+            item.add_marker(pytest.mark.xdist_group("smoke-run"))  # one worker trains the run, once
 
 
 def smoke_overrides(cache) -> list[str]:

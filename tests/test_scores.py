@@ -185,6 +185,9 @@ def test_fpr_at_95_tpr_hand_computed():
     clear = np.array([-5, -1, 0, 0.5, 1, 1.5, 2.5, 3, 7, 30], float)
     assert scores.separation(clear, shifted)["fpr95"] == pytest.approx(0.4)
     assert scores.separation([0.0, 0.1], [0.5, 0.9])["fpr95"] == 0.0
+    # a straight ROC curve (the same 20 scores on both sides): 19 of 20 flagged flags 19 of 20
+    # clear ones too, not all of them
+    assert scores.separation(shifted, shifted)["fpr95"] == pytest.approx(0.95)
 
 
 def test_mean_average_precision_against_scikit_learn_and_by_hand():

@@ -12,17 +12,24 @@ setting, plus the no-evidence term: with neither modality left the prediction is
 ``expected_prediction`` is the one place of this equation; ``ExpectedPrediction`` wraps it as a
 layer.
 
-``build_adaptive_model(fusion, head_opt, head_sar)`` is one functional graph over the trained
-layers (shared, not copied): each branch runs once, the OOD heads read the branch outputs, and
-the fusion head is applied to them once per pass (``FusionModel.head_passes``).
+``build_adaptive_model(fusion, detector_opt, detector_sar)`` is one functional graph over the
+trained layers (shared, not copied): each branch runs once, the fusion head is applied to the
+branch outputs once per pass (``FusionModel.head_passes``), and p_o, p_s come from the chosen
+detector of each modality, reading what the graph already computed: the paper's binary heads
+read the branch output; a post-hoc ``tf_fusion.detectors.DetectorProbability`` reads the branch
+embedding (``BranchEmbedding``: below fusion stage 5 the feature maps global-average-pooled)
+and the logits of that modality's single-modality pass.
 """
 from __future__ import annotations
 
 import keras
 from keras import layers, ops
 
-from .model import Gate  # importing tf_fusion.model also registers its layers for loading
+from .model import Gate, probabilities  # importing tf_fusion.model also registers its layers for loading
 from .passes import NO_EVIDENCE, PASSES
+from .protocol import MODALITIES, OPTICAL, SAR
+
+BINARY_HEAD = "binary_head"  # the name of the paper's heads among the detectors (tf_fusion.detectors)
 
 
 def _column(p):
@@ -128,12 +135,46 @@ class Confidence(_PerSampleScore):
     _score = staticmethod(confidence)
 
 
-# ------------------------------------------------------------------------------------ model
-def build_adaptive_model(fusion, head_opt, head_sar, with_availability: bool = False) -> keras.Model:
-    """One functional graph for Eq. 3, sharing the layers of ``fusion`` and the OOD heads.
+@keras.saving.register_keras_serializable(package="tf_fusion")
+class BranchEmbedding(_Float32Layer):
+    """A branch output as the post-hoc detectors read it, float32 [B, D]: the pooled embedding
+    as is at fusion stage 5, the global average of the feature maps [B, H, W, D] below it."""
 
-    fusion: a trained ``FusionModel`` (``branches``, ``head_passes``); head_opt / head_sar: OOD
-    heads (``tf_fusion.ood.build_ood_head``), branch output → [B, 1].
+    def call(self, z):
+        z = ops.cast(z, "float32")
+        return ops.mean(z, axis=(1, 2)) if len(z.shape) == 4 else z
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+
+def single_modality_pass(modality: str):
+    """The row of PASSES whose gates open ``modality`` only (its logits feed the logit detectors)."""
+    gates = (1.0, 0.0) if modality == OPTICAL else (0.0, 1.0)
+    return next(p for p in PASSES if p.gates == gates)
+
+
+def detector_name(detector) -> str:
+    """``binary_head`` for the paper's heads, else the post-hoc detector's name."""
+    return getattr(detector, "detector", BINARY_HEAD)
+
+
+def _is_post_hoc(detector) -> bool:
+    """A post-hoc detector layer (``tf_fusion.detectors.DetectorProbability``, which names its
+    detector) reads [embedding, logits]; the paper's heads read the branch output."""
+    return detector_name(detector) != BINARY_HEAD
+
+
+# ------------------------------------------------------------------------------------ model
+def build_adaptive_model(fusion, detector_opt, detector_sar, with_availability: bool = False,
+                         with_features: bool = False, binary_heads=None) -> keras.Model:
+    """One functional graph for Eq. 3, sharing the layers of ``fusion`` and the detectors.
+
+    fusion: a trained ``FusionModel`` (``branches``, ``head_passes``); detector_opt / detector_sar:
+    what gives p_o / p_s, [B, 1]: the paper's OOD heads (``tf_fusion.ood.build_ood_head``, reading
+    the branch output) or post-hoc ``tf_fusion.detectors.DetectorProbability`` layers (reading
+    ``BranchEmbedding`` of the branch output and the logits of the modality's single-modality
+    pass, which Eq. 3 computes anyway: nothing runs twice).
 
     Inputs ``{"s2": [B,H,W,12], "s1": [B,H,W,2]}``, plus, with ``with_availability``,
     ``"optical_available"`` and ``"sar_available"`` (float32 [B, 1], 1 = present, 0 = missing),
@@ -146,6 +187,13 @@ def build_adaptive_model(fusion, head_opt, head_sar, with_availability: bool = F
     ``probabilities_<method>`` of every pass (the fusion head at that pass's gate setting; with
     availability, the non-adaptive one at the available modalities' gates). Each branch runs
     once per call, the fusion head (with its trunk below stage 5) once per pass.
+
+    With ``with_features`` (evaluation's detector pass, `tf_fusion.evaluate --detectors`) the
+    graph also outputs what every detector reads, from the same single branch evaluation:
+    ``embedding_optical`` / ``embedding_sar`` (``BranchEmbedding``, [B, D]), ``logits_<method>``
+    of every pass ([B, C]), and ``p_<modality>_<detector>``, the chosen detector's p before the
+    availability flags ([B, 1]); ``binary_heads`` (head_opt, head_sar) add the paper's heads'
+    ``p_<modality>_binary_head`` when they are not the chosen detector.
     """
     if not hasattr(fusion, "head_passes"):
         raise TypeError(f"build_adaptive_model needs a gated late-fusion model (FusionModel); "
@@ -153,10 +201,33 @@ def build_adaptive_model(fusion, head_opt, head_sar, with_availability: bool = F
     inputs = {"s2": keras.Input(tuple(fusion.encoder_opt.input.shape[1:]), name="s2"),
               "s1": keras.Input(tuple(fusion.encoder_sar.input.shape[1:]), name="s1")}
     z_opt, z_sar = fusion.branches(inputs)
-    p_o = head_opt(z_opt)
-    p_s = head_sar(z_sar)
-    predictions = fusion.head_passes(z_opt, z_sar)
+    branch = {OPTICAL: z_opt, SAR: z_sar}
+    logits = fusion.head_passes(z_opt, z_sar, logits=True)
+    predictions = {name: probabilities(v) for name, v in logits.items()}
+    embeddings = {}
+
+    def embedding(modality):
+        if modality not in embeddings:
+            embeddings[modality] = BranchEmbedding(name=f"embedding_{modality}")(branch[modality])
+        return embeddings[modality]
+
+    def probability(detector, modality):
+        if _is_post_hoc(detector):
+            return detector([embedding(modality), logits[single_modality_pass(modality).name]])
+        return detector(branch[modality])
+
+    chosen = dict(zip(MODALITIES, (detector_opt, detector_sar)))
+    p_in = {m: probability(d, m) for m, d in chosen.items()}
+    p_o, p_s = p_in[OPTICAL], p_in[SAR]
     outputs = {p.output: predictions[p.name] for p in PASSES}
+    if with_features:
+        for m, d in chosen.items():
+            outputs[f"embedding_{m}"] = embedding(m)
+            outputs[f"p_{m}_{detector_name(d)}"] = p_in[m]
+        outputs.update({f"logits_{p.method}": logits[p.name] for p in PASSES})
+        if binary_heads is not None and detector_name(detector_opt) != BINARY_HEAD:
+            for m, head in zip(MODALITIES, binary_heads):
+                outputs[f"p_{m}_{BINARY_HEAD}"] = head(branch[m])
     if with_availability:
         available = {m: keras.Input((1,), name=f"{m}_available") for m in ("optical", "sar")}
         inputs.update({f"{m}_available": x for m, x in available.items()})

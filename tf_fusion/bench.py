@@ -19,6 +19,12 @@ predict: one adaptive forward pass (Eq. 3: encoders once, both OOD heads, the fu
   gate settings) / one non-adaptive forward pass (λ = (1, 1)), same batch, both traced
   tf.functions, interleaved rounds, min time. Goal: ratio <= 1.10.
 
+detectors: the adaptive forward pass (Eq. 3, traced) with each post-hoc OOD detector computing p in
+  the graph / the same with the paper's binary heads, same batch (tiny at 64, resnet50 at 16),
+  interleaved rounds, min time; one line per detector, `DETECTOR: ratio R`, kNN's with its
+  reference size and cost. Detectors fitted on random embeddings of the branch width (timing
+  only). Goal: ratio <= 1.10, except kNN (R·D multiply-adds per sample, R the reference size).
+
 serve: samples/s of the exported SavedModel's `serving_default` signature on raw bands (native
   resolution; input checks, resampling and normalisation in the graph) against the in-memory
   adaptive Keras model on already preprocessed 120² tensors, batch 64: the cost of in-graph
@@ -249,6 +255,74 @@ def bench_predict(args) -> int:
     return 0
 
 
+def _fitted_detectors(d: int, classes: int, settings: dict, rng) -> dict:
+    """{name: (stats, calibrator)} of every post-hoc detector, fitted on random embeddings of
+    width ``d`` and random logits (what the timing needs: the fitted shapes)."""
+    import warnings
+
+    from . import detectors
+
+    n = max(4000, settings["knn_reference"])
+    x, y = rng.normal(size=(n, d)), rng.random((n, classes)) < 0.3
+    x_out, logits = rng.normal(0.5, 1.5, size=(400, d)), rng.normal(0, 3, (400, classes))
+    out = {}
+    for name in detectors.POST_HOC:
+        stats = detectors.fit(name, x, y, settings)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a random score may rank OOD first: p constant, the same graph
+            calibrator = detectors.fit_calibrator(detectors.raw_score(name, x[:400], logits, stats),
+                                                  detectors.raw_score(name, x_out, -logits, stats),
+                                                  settings["calibration"])
+        out[name] = (stats, calibrator)
+    return out
+
+
+def bench_detectors(args) -> int:
+    """Adaptive forward with each post-hoc detector in the graph / with the binary heads."""
+    import keras
+    import tensorflow as tf
+
+    from . import detectors
+    from .adaptive import build_adaptive_model
+    from .model import FusionModel
+    from .ood import build_ood_head
+
+    rng = np.random.default_rng(0)
+    settings = detectors.resolve_settings({"knn_k": args.knn_k, "knn_reference": args.knn_reference})
+    default_batch = {"tiny": 64, "resnet18": 16, "resnet50": 16}
+    for backbone in [args.backbone] if args.backbone else ["tiny", "resnet50"]:
+        batch = args.batch_size or default_batch[backbone]
+        keras.utils.set_random_seed(0)
+        fusion = FusionModel(backbone=backbone, num_classes=12)
+        d = int(fusion.encoder_opt.output.shape[-1])
+        heads = [build_ood_head(enc.output.shape[1:], name=name)
+                 for enc, name in ((fusion.encoder_opt, "ood_opt"), (fusion.encoder_sar, "ood_sar"))]
+        models = {detectors.BINARY_HEAD: build_adaptive_model(fusion, *heads)}
+        for name, fitted in _fitted_detectors(d, 12, settings, rng).items():
+            layers = [detectors.DetectorProbability.from_fitted(name, *fitted, name=f"p_{m}_{name}")
+                      for m in ("optical", "sar")]
+            models[name] = build_adaptive_model(fusion, *layers)
+        x = {"s2": tf.constant(rng.normal(size=(batch, 120, 120, 12)), tf.float32),
+             "s1": tf.constant(rng.normal(size=(batch, 120, 120, 2)), tf.float32)}
+        fns = {name: tf.function(lambda m=m: m(x, training=False)["probabilities"]) for name, m in models.items()}
+        for fn in fns.values():  # trace and warm up
+            for _ in range(2):
+                fn().numpy()
+        steps = args.steps or (20 if backbone == "tiny" else 3)
+        times = _interleaved(fns, steps, args.rounds, lambda out: out.numpy())
+        base = min(times[detectors.BINARY_HEAD])
+        print(f"{backbone} batch {batch}: adaptive forward with the binary heads {1e3 * base:.2f} ms "
+              f"(embedding width D = {d})", flush=True)
+        r = settings["knn_reference"]
+        for name in detectors.POST_HOC:
+            extra = ""
+            if name == "knn":
+                extra = (f" (reference R = {r} embeddings × D = {d}: {r * d / 1e6:.2f} M multiply-adds and a top-{settings['knn_k']} "
+                         f"over {r} per sample per modality; a {4 * r * d / 2 ** 20:.1f} MiB float32 constant per modality)")
+            print(f"{name}: ratio {min(times[name]) / base:.3f}{extra}", flush=True)
+    return 0
+
+
 def _band_stats() -> dict:
     """Plausible per-band statistics (what export needs of a manifest)."""
     stats = {b: {"mean": 1000.0 + 50 * i, "std": 600.0} for i, b in enumerate(S2_BANDS)}
@@ -341,6 +415,17 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--steps", type=int, help="timed forward passes per round (default 40 tiny, 5 otherwise)")
     pr.add_argument("--rounds", type=int, default=5)
     pr.set_defaults(func=bench_predict)
+    dt = sub.add_parser("detectors", help="adaptive forward with each post-hoc detector / with the binary heads "
+                                          "(goal <= 1.10 except kNN)")
+    dt.add_argument("--backbone", choices=("tiny", "resnet18", "resnet50"),
+                    help="one backbone (default: tiny at batch 64, then resnet50 at batch 16)")
+    dt.add_argument("--batch-size", type=int, help="batch size (default 64 for tiny, 16 for resnet50)")
+    dt.add_argument("--knn-k", type=int, default=10, help="kNN's k (default 10, ood.knn_k's default)")
+    dt.add_argument("--knn-reference", type=int, default=2000,
+                    help="kNN's reference size (default 2000, ood.knn_reference's default)")
+    dt.add_argument("--steps", type=int, help="timed forward passes per round (default 20 tiny, 3 otherwise)")
+    dt.add_argument("--rounds", type=int, default=5)
+    dt.set_defaults(func=bench_detectors)
     sv = sub.add_parser("serve", help="exported signature on raw bands vs in-memory Keras on preprocessed tensors")
     sv.add_argument("--backbone", choices=("tiny", "resnet18", "resnet50"),
                     help="one backbone (default: tiny, then resnet50)")

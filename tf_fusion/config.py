@@ -78,7 +78,15 @@ DEFAULTS = {
         # makes dark water scenes out-of-distribution for the SAR head too); null: not shifted
         "sar_augment_db": [-15.0, 5.0],
         "balance": True,  # weight in- and out-of-distribution samples equally
-        "seed": 0,
+        "seed": 0,  # the heads' initialisation and sampling; also the post-hoc detectors' training subsample
+        # which detector gives p_o, p_s in Eq. 3 (tf_fusion.detectors): binary_head (the heads above,
+        # the paper's), or a post-hoc score needing no OOD data: confidence, max_logit, joint_energy,
+        # mahalanobis, mahalanobis_class, knn; post-hoc scores become p through a calibrator fitted
+        # on val against ood_val: logistic (monotone, smooth) or isotonic
+        "detector": "binary_head",
+        "calibration": "logistic",
+        "knn_k": 10,  # knn: the score is the distance to the k-th nearest training embedding
+        "knn_reference": 2000,  # knn: at most this many training embeddings (seeded), a constant of the graph
     },
     "evaluation": {
         "batch_size": 64,
@@ -88,6 +96,9 @@ DEFAULTS = {
         # band std) added to one normalised input; [] for none
         "additive_noise": [1.0],
         "seed": 0,
+        # fit one temperature T of the fusion classifier's logits on val (minimum BCE); the table
+        # then shows ece_scaled, the ECE of sigmoid(logit / T), beside ece
+        "temperature_scaling": False,
         "after_training": False,  # train: go on with the baseline, OOD detectors and the evaluation table
         "baseline_experiment": None,  # trained next to the run as a baseline column of the table
     },
@@ -301,6 +312,13 @@ RULES = {
     "ood.batch_size": POSITIVE_INT,
     "ood.learning_rate": POSITIVE,
     "ood.seed": COUNT,
+    # the names of tf_fusion.detectors.DETECTORS and CALIBRATIONS (config stays free of TensorFlow;
+    # tests/test_detector_runs.py checks they agree)
+    "ood.detector": ("binary_head", "confidence", "max_logit", "joint_energy", "mahalanobis", "mahalanobis_class",
+                     "knn"),
+    "ood.calibration": ("logistic", "isotonic"),
+    "ood.knn_k": POSITIVE_INT,
+    "ood.knn_reference": POSITIVE_INT,
     "evaluation.batch_size": POSITIVE_INT,
     "evaluation.threshold": Range(0, 1, lo_open=True, hi_open=True),
     "evaluation.ece_bins": POSITIVE_INT,
@@ -353,6 +371,9 @@ def validate(config: dict) -> None:
     baselines = config["study"]["baselines"]
     if not isinstance(baselines, list) or not set(baselines) <= {"early_fusion", "late_fusion", "embracenet"}:
         raise ConfigError(f"study.baselines must be a list of early_fusion, late_fusion, embracenet; got {baselines!r}")
+    o = config["ood"]
+    if o["knn_reference"] < o["knn_k"]:
+        raise ConfigError(f"ood.knn_reference must be >= ood.knn_k ({o['knn_k']}), got {o['knn_reference']}")
     hidden = config["ood"]["hidden"]
     if not isinstance(hidden, list) or not all(POSITIVE_INT.holds(h) for h in hidden):
         raise ConfigError(f"ood.hidden must be a list of positive layer sizes, got {hidden!r}")

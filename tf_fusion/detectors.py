@@ -88,6 +88,7 @@ from scipy.special import expit
 from . import atomic
 from .adaptive import _Float32Layer
 from .protocol import MODALITIES
+from .runs import DETECTORS as FOLDER  # RUN/detectors (`tf_fusion.runs`: the run folder's layout)
 from .runs import RunError
 
 EMBEDDING, LOGITS = "embedding", "logits"
@@ -106,7 +107,6 @@ DEFAULT_SETTINGS = {"calibration": "logistic", "knn_k": 10, "knn_reference": 200
 STATS_KEYS = {"mahalanobis": ("mean", "precision"),
               "mahalanobis_class": ("classes", "means", "precision"),
               "knn": ("k", "reference")}
-FOLDER = "detectors"  # inside the run folder
 FIT_COMMAND = "python -m tf_fusion.evaluate --run {run} --detectors all"
 _FORMAT = 1
 _NORM_EPS = 1e-12  # an all-zero embedding stays zero when L2-normalised (scikit-learn's normalize)

@@ -6,6 +6,14 @@ run's gated network — and the baselines of other runs given by `--baseline NAM
 (`early_fusion`, `late_fusion`, `embracenet`). Scenarios and the missing/corrupted protocol are
 `tf_fusion.protocol`'s. Writes RUN/report/: results.json, predictions.npz (what was scored),
 table.md and the plots.
+
+The adaptive method takes p from the run's chosen detector (`ood.detector`; the binary heads by
+default), fitted first when it is not (`tf_fusion.detector_runs.fit_run`). `--detectors all` (or
+a comma list) also compares every detector, from the same single pass over each scenario, in
+RUN/report/detectors.{md,json}, detector_scores.npz and detector_roc_<scenario>.png
+(`tf_fusion.detector_report`). With `evaluation.temperature_scaling` one temperature of the
+fusion classifier's logits is fitted on `val` (`scores.fit_temperature`) and every gated method
+gets `ece_scaled` beside `ece`: the ECE of its prediction from the scaled logits.
 """
 from __future__ import annotations
 
@@ -14,7 +22,7 @@ import os
 import numpy as np
 
 from . import atomic, cli, scores
-from .passes import PASSES
+from .passes import FUSED, PASSES
 from .protocol import (ADAPTIVE, BASELINES, EMBRACENET, INPUT_KEY, METHODS, OPTICAL, REFERENCE, SAR,
                        ordered, reported, run_method, scenario_by_name, scenarios)
 from .runs import REPORT, Run, RunError
@@ -54,24 +62,40 @@ def baselines_of(pairs) -> dict:
     return out
 
 
-def predict_scenarios(run: Run, baselines: dict | None = None, log=print) -> dict:
-    """{scenario: {"labels", "p_o", "p_s", METHOD: [N, C] probabilities}} for every scenario the
-    build has data for (a method not reported on a scenario is absent); each scenario's sample
-    count is checked against the manifest."""
+def predict_scenarios(run: Run, baselines: dict | None = None, log=print, detectors=()) -> tuple[dict, dict]:
+    """``(pred, side)``: pred is {scenario: {"labels", "p_o", "p_s", METHOD: [N, C] probabilities}}
+    for every scenario the build has data for (a method not reported on a scenario is absent);
+    each scenario's sample count is checked against the manifest.
+
+    side holds what the same pass gives beyond the methods: "detector" (the chosen one),
+    "temperature" (``evaluation.temperature_scaling``, else None) and, when ``detectors`` are
+    named or a temperature is fitted, "scenarios": {scenario: {"logits": {pass method: [N, C]},
+    "p": {detector: {modality: [N] calibrated p}}, "raw": {detector: {modality: [N] raw score}}}}
+    — each detector's own p, before the availability flags. Each branch runs once per batch."""
     import tensorflow as tf
 
     from tfrecords_builder import ManifestError
 
     from . import data as tfdata
-    from .adaptive import build_adaptive_model
+    from . import detector_runs
+    from .adaptive import BINARY_HEAD, build_adaptive_model
     from .model import gate_inputs
     from .ood import train_ood_heads
+    from .protocol import MODALITIES
 
     config, manifest = run.config, run.manifest()
-    fusion = run.load_model()
-    heads = train_ood_heads(run, fusion, manifest, log=log)  # loaded, or trained when missing or stale
-    adaptive = build_adaptive_model(fusion, heads[OPTICAL][0], heads[SAR][0], with_availability=True)
     d, ev = config["data"], config["evaluation"]
+    chosen, names = config["ood"]["detector"], list(dict.fromkeys(detectors))
+    fusion = run.load_model()
+    heads = None
+    if BINARY_HEAD in (chosen, *names):  # loaded, or trained when missing or stale
+        heads = train_ood_heads(run, fusion, manifest, log=log)
+        heads = tuple(heads[m][0] for m in MODALITIES)
+    fitted = detector_runs.fit_run(run, [n for n in (chosen, *names) if n != BINARY_HEAD], log, fusion, manifest)
+    primary = heads if chosen == BINARY_HEAD else detector_runs.layers(run, chosen, fitted[chosen])
+    features = bool(names) or ev["temperature_scaling"]
+    adaptive = build_adaptive_model(fusion, *primary, with_availability=True, with_features=features,
+                                    binary_heads=heads if BINARY_HEAD in names else None)
     models = {}
     for name, other in (baselines or {}).items():
         if os.path.realpath(other.data_dir) != os.path.realpath(run.data_dir):
@@ -83,19 +107,37 @@ def predict_scenarios(run: Run, baselines: dict | None = None, log=print) -> dic
                     for name, m in models.items()}
     outputs = {ADAPTIVE: "probabilities", **{p.method: p.output for p in PASSES}}
 
+    def dataset(subset):
+        return tfdata.make_dataset(manifest, subset, batch_size=ev["batch_size"], deterministic=True,
+                                   image_size=d["image_size"], resize_method=d["resize_method"])
+
+    side = {"detector": chosen, "temperature": None}
+    if ev["temperature_scaling"]:
+        logits, labels = [], []
+        with tfdata.shard_errors(manifest, ["val"]):
+            for inputs, y in dataset("val"):
+                logits.append(predict(gate_availability(inputs, 1.0, 1.0))[f"logits_{FUSED.method}"].numpy())
+                labels.append(y.numpy())
+        if not labels:
+            raise RunError(f"{run.path}: evaluation.temperature_scaling needs val patches; {manifest.dir} has none")
+        side["temperature"] = scores.fit_temperature(np.concatenate(logits), np.concatenate(labels))
+        log(f"  temperature of the fusion classifier, fitted on val: T = {side['temperature']:.4f}")
+    if features:
+        side["scenarios"] = {}
+    post_hoc = {n: fitted[n] for n in names if n != BINARY_HEAD}
+
     out = {}
     for scenario in scenarios(config):
         n = manifest.subset_size(scenario.subset)
         if n == 0:
             log(f"  {scenario.name}: subset {scenario.subset!r} is empty in this build; skipped")
             continue
-        ds = tfdata.make_dataset(manifest, scenario.subset, batch_size=ev["batch_size"], deterministic=True,
-                                 image_size=d["image_size"], resize_method=d["resize_method"])
         methods = [m for m in (*outputs, *models) if reported(m, scenario)]
         parts = {k: [] for k in ("labels", "p_o", "p_s", *methods)}
+        kept = detector_runs.ScenarioScores(names, post_hoc) if features else None
         a_o, a_s = scenario.available(OPTICAL), scenario.available(SAR)
         with tfdata.shard_errors(manifest, [scenario.subset]):
-            for i, (inputs, y) in enumerate(ds):
+            for i, (inputs, y) in enumerate(dataset(scenario.subset)):
                 x = apply_scenario(inputs, scenario, seed=(ev["seed"], i))
                 res = predict(gate_availability(x, a_o, a_s))
                 parts["labels"].append(y.numpy())
@@ -107,12 +149,41 @@ def predict_scenarios(run: Run, baselines: dict | None = None, log=print) -> dic
                     else:  # EmbraceNet selects among the available; early and late fusion see the zeros
                         gates = (a_o, a_s) if method == EMBRACENET else (1.0, 1.0)
                         parts[method].append(predict_base[method](gate_inputs(x, *gates)).numpy())
+                if kept is not None:
+                    kept.add(res)
         out[scenario.name] = {k: np.concatenate(v) for k, v in parts.items()}
         if len(out[scenario.name]["labels"]) != n:
             raise ManifestError(f"{manifest.path}: read {len(out[scenario.name]['labels'])} records of "
                                 f"{scenario.subset!r}, the manifest lists {n}; {manifest.remedy()}")
+        if kept is not None:
+            side["scenarios"][scenario.name] = kept.result()
         log(f"  {scenario.name}: {n} samples")
-    return out
+    return out, side
+
+
+def temperature_results(results: dict, pred: dict, side: dict, config: dict) -> None:
+    """Add ``ece_scaled`` to every gated method on every labelled scenario: the ECE of its
+    prediction from the temperature-scaled logits (the passes directly; non-adaptive at the
+    available modalities' gates and adaptive through Eq. 3 with the run's p, as in the graph),
+    and ``temperature`` to ``results``."""
+    from .adaptive import expected_prediction
+
+    t = side["temperature"]
+    results["temperature"] = t
+    for name, arrays in pred.items():
+        scenario = scenario_by_name(name)
+        if not scenario.has_labels:
+            continue
+        passes = {p.name: scores.scaled_probabilities(side["scenarios"][name]["logits"][p.method], t) for p in PASSES}
+        flags = {k: np.full(len(arrays["labels"]), scenario.available(m), np.float32) for k, m in (("o", OPTICAL),
+                                                                                                  ("s", SAR))}
+        scaled = {p.method: passes[p.name] for p in PASSES}
+        scaled[FUSED.method] = np.asarray(expected_prediction(flags["o"], flags["s"], passes))
+        scaled[ADAPTIVE] = np.asarray(expected_prediction(arrays["p_o"], arrays["p_s"], passes))
+        for method, p in scaled.items():
+            if method in arrays:
+                results["methods"][method][name]["ece_scaled"] = scores.expected_calibration_error(
+                    arrays["labels"], p, config["evaluation"]["ece_bins"])
 
 
 def gate_availability(x: dict, optical: float, sar: float) -> dict:
@@ -172,36 +243,54 @@ def plot_arrays(pred: dict) -> dict:
     return arrays
 
 
-def evaluate(run_dir, baselines=(), seed_dirs=(), log=print) -> dict:
+def evaluate(run_dir, baselines=(), seed_dirs=(), detectors=None, log=print) -> dict:
     """Evaluate ``run_dir`` (and runs of more seeds) beside the baseline runs (``NAME=RUN``
-    texts, see `baselines_of`), write RUN/report/, return the results."""
+    texts, see `baselines_of`), write RUN/report/, return the results. ``detectors``: the
+    ``--detectors`` text (``all`` or a comma list): also compare those detectors
+    (`tf_fusion.detector_report`), from the same pass."""
+    from . import detector_report
+    from .detector_runs import requested
     from .plots import write_plots
     from .report import render_findings, render_table, write_table
 
+    names = requested(detectors) if detectors else []
     runs = [Run.finished_run(r) for r in (run_dir, *seed_dirs)]
     if run_method(runs[0].config) is not None:
         raise RunError(f"{runs[0].path} trains {run_method(runs[0].config)}; evaluate the gated network's run and give "
                        f"this one as --baseline {run_method(runs[0].config)}={runs[0].path}")
     others = baselines_of(baselines)
-    per_seed = []
+    per_seed, per_seed_detectors = [], []
     for i, run in enumerate(runs):
         log(f"evaluating {run.path}" + (f" (seed run {i + 1}/{len(runs)})" if len(runs) > 1 else ""))
-        pred = predict_scenarios(run, others, log)
+        pred, side = predict_scenarios(run, others, log, names)
         per_seed.append(compute_results(pred, run.config, run.summary["classes"]))
+        if side["temperature"] is not None:
+            temperature_results(per_seed[-1], pred, side, run.config)
+        if names:
+            per_seed_detectors.append(detector_report.compare(pred, side, names))
         if i == 0:
-            first_pred = pred
+            first_pred, first_side = pred, side
     results = per_seed[0] if len(runs) == 1 else {**scores.aggregate_seeds(per_seed), "per_seed": per_seed,
                                                  "runs": [r.path for r in runs]}
-    results.update(run=os.path.abspath(runs[0].path),
+    if len(runs) > 1 and first_side["temperature"] is not None:
+        results["temperature"] = [r["temperature"] for r in per_seed]
+    results.update(run=os.path.abspath(runs[0].path), detector=first_side["detector"],
                    baselines={name: os.path.abspath(r.path) for name, r in others.items()})
     out = runs[0].file(REPORT)
     atomic.write_json(os.path.join(out, RESULTS), results)
     write_predictions(os.path.join(out, PREDICTIONS), first_pred)
-    write_table(results, out, title=f"Evaluation of {os.path.basename(os.path.normpath(runs[0].path))}")
+    title = os.path.basename(os.path.normpath(runs[0].path))
+    write_table(results, out, title=f"Evaluation of {title}")
     write_plots(plot_arrays(first_pred), out)
     log(render_table(results))
     log(render_findings(results))
     log(f"wrote {out}/{RESULTS}, {PREDICTIONS}, table.md and plots")
+    if names:
+        comparison = detector_report.aggregate(per_seed_detectors)
+        written = detector_report.write(out, comparison, first_side, names, title=title,
+                                        runs=[r.path for r in runs])
+        log(detector_report.render(comparison, names, title=title))
+        log(f"wrote {', '.join(os.path.relpath(w, out) for w in written)} in {out}")
     return results
 
 
@@ -210,15 +299,20 @@ def main(argv=None) -> int:
                    "test scenario and write RUN/report/ (results.json, predictions.npz, table.md, plots).",
                    "python -m tf_fusion.evaluate --run runs/demo --baseline late_fusion=runs/demo_baseline",
                    "python -m tf_fusion.evaluate --run runs/paper --baseline early_fusion=runs/paper_early_fusion "
-                   "--baseline embracenet=runs/paper_embracenet")
+                   "--baseline embracenet=runs/paper_embracenet",
+                   "python -m tf_fusion.evaluate --run runs/demo --detectors all")
     p.add_argument("--run", required=True, help="a finished tf_fusion.train run folder of the gated network")
     p.add_argument("--baseline", action="append", default=[], metavar="NAME=RUN",
                    help="a baseline run: early_fusion=RUN, late_fusion=RUN or embracenet=RUN (repeatable)")
     p.add_argument("--baseline-run", metavar="RUN", help="a baseline run named by what it trains (as --baseline RUN)")
     p.add_argument("--seeds", nargs="*", default=[], metavar="RUN_DIR", help="runs of the same experiment with other seeds")
+    p.add_argument("--detectors", metavar="all|NAME,...",
+                   help="also compare these OOD detectors (all: binary_head and every post-hoc score), fitting the "
+                        "post-hoc ones in RUN/detectors when needed; writes report/detectors.md, .json, "
+                        "detector_scores.npz, detector_roc_*.png")
     args = p.parse_args(argv)
     baselines = args.baseline + ([args.baseline_run] if args.baseline_run else [])
-    return cli.run(lambda: evaluate(args.run, baselines, args.seeds))
+    return cli.run(lambda: evaluate(args.run, baselines, args.seeds, args.detectors))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """`python -m tf_fusion.export --run RUN_DIR --out MODEL_BASE/VERSION`: a SavedModel for TF Serving.
 
-The adaptive model of a run (Eq. 3 over the trained fusion network and its two OOD heads, from
+The adaptive model of a run (Eq. 3 over the trained fusion network and its chosen OOD detector,
+`ood.detector`: the two binary heads by default, or a fitted post-hoc detector whose statistics,
+calibrator and — for kNN — reference embeddings are weights of the graph; from
 `build_adaptive_model(..., with_availability=True)`) is written through `keras.export.ExportArchive`
 with three named signatures over one graph:
 
@@ -235,25 +237,28 @@ def export_model(adaptive, band_stats: dict, out, *, class_names, image_size: in
 
 
 def export_run(run_dir, out=None, *, overwrite: bool = False, log=print) -> str:
-    """Export a finished run with trained OOD heads to `out` (default RUN_DIR/export/1)."""
-    from .adaptive import build_adaptive_model
+    """Export a finished run with its chosen OOD detector (trained heads or a fitted post-hoc
+    detector; a one-line error naming the command that makes it otherwise) to `out` (default
+    RUN_DIR/export/1)."""
+    from .adaptive import BINARY_HEAD, build_adaptive_model
+    from .detector_runs import layers
     from .protocol import OPTICAL, SAR
 
     run = Run.finished_run(run_dir)
     out = _target(out or run.file(EXPORT, "1"), overwrite)  # fail before loading anything
-    heads = run.ood_heads()
-    if heads is None:
-        raise ExportError(f"{run.path}: no OOD heads (ood_opt.keras, ood_sar.keras); train them first: "
-                          f"python -m tf_fusion.ood --run {run.path}")
+    config, summary = run.config, run.summary
+    detector = config["ood"]["detector"]
+    p_layers = layers(run, detector)
+    heads = run.ood_heads() if detector == BINARY_HEAD else None
     fusion = run.load_model()
     try:
-        adaptive = build_adaptive_model(fusion, heads[OPTICAL][0], heads[SAR][0], with_availability=True)
+        adaptive = build_adaptive_model(fusion, *p_layers, with_availability=True)
     except TypeError as e:
         raise ExportError(f"{run.path}: {e}") from None
-    config, summary = run.config, run.summary
     info = {"run_dir": os.path.abspath(run.path), "experiment": summary["experiment"],
-            "backbone": config["model"]["backbone"],
-            "val_auroc_optical": heads[OPTICAL][1], "val_auroc_sar": heads[SAR][1]}
+            "backbone": config["model"]["backbone"], "ood_detector": detector,
+            "val_auroc_optical": heads[OPTICAL][1] if heads else None,
+            "val_auroc_sar": heads[SAR][1] if heads else None}
     info = {k: (None if isinstance(v, float) and v != v else v) for k, v in info.items()}  # NaN → null
     return export_model(adaptive, run.manifest()["band_stats"], out, class_names=summary["classes"],
                         image_size=config["data"]["image_size"], resize_method=config["data"]["resize_method"],

@@ -203,9 +203,13 @@ def train_ood_head(fusion, modality: str, manifest, ood_cfg: dict, log_dir, log=
     return head, float(history.history.get("val_auc", [float("nan")])[-1])
 
 
+POST_HOC_KEYS = ("detector", "calibration", "knn_k", "knn_reference")  # `ood` keys of the post-hoc detectors
+
+
 def ood_settings(config: dict) -> dict:
-    """What the heads of a run depend on: the `ood` section (a change retrains them)."""
-    return dict(config["ood"])
+    """What the heads of a run depend on: the `ood` section but the keys of the post-hoc
+    detectors (a change retrains them; choosing another detector does not)."""
+    return {k: v for k, v in config["ood"].items() if k not in POST_HOC_KEYS}
 
 
 def train_ood_heads(run: Run, fusion=None, manifest=None, log=print) -> dict:

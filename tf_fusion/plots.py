@@ -10,6 +10,9 @@
   ``labels`` 1 = in-distribution, 0 = OOD, ``scores`` the detector's in-distribution probability
   → ``ood_roc.png``.
 
+``plot_detector_roc`` draws one scenario of `evaluate --detectors` (`tf_fusion.detector_report`):
+a panel per detector, in the same (labels, scores) form per modality.
+
 No pyplot: figures are drawn on ``matplotlib.figure.Figure`` (Agg), so nothing global changes and
 no display is needed.
 """
@@ -148,6 +151,38 @@ def plot_ood_roc(ood_roc: Mapping, path: str) -> str:
     return _save(fig, path)
 
 
+def plot_detector_roc(curves: Mapping, path: str, title: str = "") -> str:
+    """One panel per detector, its optical and SAR ROC curves (positive = in-distribution, the
+    score = its p): ``curves`` is ``{DETECTOR: {MODALITY: (labels, scores)}}``."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    names = list(curves)
+    nc = min(len(names), 4) or 1
+    nr = int(math.ceil(len(names) / nc)) or 1
+    fig = _figure(2.6 * nc, 2.5 * nr + 0.4)
+    axes = fig.subplots(nr, nc, squeeze=False, sharex=True, sharey=True)
+    for k, name in enumerate(names):
+        ax = axes[k // nc, k % nc]
+        for j, (modality, (labels, sc)) in enumerate(curves[name].items()):
+            labels = np.asarray(labels).ravel().astype(int)
+            sc = np.asarray(sc, dtype=np.float64).ravel()
+            if labels.min() == labels.max():
+                continue
+            fpr, tpr, _ = roc_curve(labels, sc)
+            ax.plot(fpr, tpr, color=f"C{j}", lw=1.3,
+                    label=f"{'SAR' if modality == 'sar' else modality} {roc_auc_score(labels, sc):.3f}")
+        ax.plot([0, 1], [0, 1], "--", color="0.6", lw=0.8)
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=7, loc="lower right", title="AUROC", title_fontsize=7)
+        ax.tick_params(labelsize=7)
+        if k % nc == 0:
+            ax.set_ylabel("in-distribution accepted", fontsize=7)
+        if k // nc == nr - 1:
+            ax.set_xlabel("shifted accepted", fontsize=7)
+    for k in range(len(names), nr * nc):
+        axes[k // nc, k % nc].set_visible(False)
+    fig.suptitle(f"OOD detectors: {title}" if title else "OOD detectors", fontsize=10)
+    return _save(fig, path)
 
 
 def _mean_std(v):

@@ -83,17 +83,18 @@ class Model:
 
         self.dir = resolve_model_dir(model_dir)
         self._loaded = tf.saved_model.load(self.dir)  # keeps the variables the signature uses alive
-        if serving.SIGNATURE_RAW not in self._loaded.signatures:
-            raise PredictError(f"{self.dir}: no {serving.SIGNATURE_RAW!r} signature (has {list(self._loaded.signatures)}); "
-                               f"not a tf_fusion.export model")
-        self.signature = self._loaded.signatures[serving.SIGNATURE_RAW]
+        # GeoTIFFs hold the S2 bands as uint16: the uint16 signature takes them without a cast
+        if serving.SIGNATURE_RAW_UINT16 not in self._loaded.signatures:
+            raise PredictError(f"{self.dir}: no {serving.SIGNATURE_RAW_UINT16!r} signature (has "
+                               f"{list(self._loaded.signatures)}); not a tf_fusion.export model")
+        self.signature = self._loaded.signatures[serving.SIGNATURE_RAW_UINT16]
         assets = os.path.join(self.dir, "assets")
         with open(os.path.join(assets, CLASS_NAMES_FILE), encoding="utf-8") as f:
             self.class_names = [line.rstrip("\n") for line in f if line.strip()]
 
     def __call__(self, inputs: dict) -> dict[str, np.ndarray]:
-        """Batch-first raw inputs (checked by `serving.check_inputs`) → output name → array."""
-        x = serving.check_inputs(inputs, serving.SIGNATURE_RAW)
+        """Batch-first raw inputs, S2 as uint16 (checked by `serving.check_inputs`) → output name → array."""
+        x = serving.check_inputs(inputs, serving.SIGNATURE_RAW_UINT16)
         return {k: v.numpy() for k, v in self.signature(**x).items()}
 
 

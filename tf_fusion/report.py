@@ -22,7 +22,7 @@ from . import paper_figures as pf
 from .protocol import METHODS, SCENARIOS, method_label, ordered, scenario_label
 
 METRICS = ("f1_samples", "f1_micro", "f1_macro", "f2_samples", "f2_micro", "f2_macro", "map_macro", "map_micro",
-           "avg_entropy", "avg_confidence", "ece", "auroc_confidence", "auroc_entropy",
+           "avg_entropy", "avg_confidence", "ece", "ece_scaled", "auroc_confidence", "auroc_entropy",
            "aupr_confidence", "aupr_entropy", "fpr95_confidence", "fpr95_entropy",
            "ood_auroc_optical", "ood_auroc_sar", "ood_aupr_optical", "ood_aupr_sar", "ood_fpr95_optical", "ood_fpr95_sar")
 SEPARATION = ("auroc_confidence", "auroc_entropy", "aupr_confidence", "aupr_entropy", "fpr95_confidence",
@@ -41,6 +41,7 @@ METRIC_LABELS = {
     "avg_entropy": "Avg. entropy [bit]",
     "avg_confidence": "Avg. confidence",
     "ece": "ECE",
+    "ece_scaled": "ECE, temperature-scaled³",
     "auroc_confidence": "AUROC vs clear (conf.)",
     "auroc_entropy": "AUROC vs clear (entropy)",
     "aupr_confidence": "AUPR vs clear (conf.)²",
@@ -89,6 +90,9 @@ samples-averaged scores, which is an assumption.
 ² In the extension's Table 3 the AUPR by confidence stays near 0.6 even where the AUROC is 0.99
 (missing optical, late fusion), so its orientation there may differ from ours (lower confidence
 = shifted = positive).
+³ With `evaluation.temperature_scaling`: the ECE of the same method when the fusion classifier's
+logits are divided by one temperature T fitted on `val` (minimum binary cross-entropy; T is in
+results.json).
 """
 
 

@@ -9,6 +9,9 @@
     RUN/summary.json     written last: its presence means training is finished
     RUN/logs/            TensorBoard
     RUN/ood_opt.keras, ood_sar.keras, ood.json   the OOD heads and the settings they were trained with
+    RUN/detectors/NAME_MODALITY.npz              a fitted post-hoc detector: statistics, calibrator, the
+                                                 settings it was fitted with (written and read back by
+                                                 `tf_fusion.detectors.save` / `load`, atomically)
     RUN/report/, RUN/export/                     evaluation and SavedModels
 
 Every file is written atomically (`tf_fusion.atomic`). An epoch is committed by ONE rename, of
@@ -30,7 +33,7 @@ from . import config as cfg
 
 CONFIG, SUMMARY, BEST, FINAL, HISTORY = "config.yaml", "summary.json", "best.keras", "final.keras", "history.csv"
 STATE_DIR, STATE = "state", "state.json"
-LOGS, REPORT, EXPORT = "logs", "report", "export"
+LOGS, REPORT, EXPORT, DETECTORS = "logs", "report", "export", "detectors"
 OOD_STATE = "ood.json"
 OOD_HEADS = {"optical": "ood_opt.keras", "sar": "ood_sar.keras"}
 RUNS_DIR = "runs"

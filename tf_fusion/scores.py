@@ -151,6 +151,36 @@ def expected_calibration_error(y_true, p, n_bins: int = 15) -> float:
     return float(np.sum(counts[nz] / total * np.abs(mean_p[nz] - freq[nz])))
 
 
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+def fit_temperature(logits, y_true, bounds=TEMPERATURE_BOUNDS) -> float:
+    """Temperature scaling (Guo et al. 2017) for sigmoid outputs: the T in ``bounds`` minimising
+    the mean binary cross-entropy of ``sigmoid(logit / T)`` over all (sample, class) cells of
+    held-out data, by scipy's bounded scalar search over log T (the loss is smooth in it)."""
+    from scipy.optimize import minimize_scalar
+
+    z = np.asarray(logits, dtype=np.float64).ravel()
+    y = (np.asarray(y_true) > 0).astype(np.float64).ravel()
+    if z.size == 0 or z.size != y.size or not np.isfinite(z).all():
+        raise ValueError(f"fit_temperature needs finite logits and labels of one shape; got {np.shape(logits)} "
+                         f"and {np.shape(y_true)}")
+
+    def bce(log_t):
+        s = z / math.exp(log_t)
+        return float(np.mean(np.logaddexp(0.0, s) - y * s))  # −[y log σ(s) + (1 − y) log(1 − σ(s))]
+
+    lo, hi = (math.log(b) for b in bounds)
+    return float(math.exp(minimize_scalar(bce, bounds=(lo, hi), method="bounded", options={"xatol": 1e-7}).x))
+
+
+def scaled_probabilities(logits, temperature: float) -> np.ndarray:
+    """``sigmoid(logit / T)`` in float64."""
+    from scipy.special import expit
+
+    return expit(np.asarray(logits, dtype=np.float64) / float(temperature))
+
+
 def separation(clear_values, shifted_values) -> dict[str, float]:
     """How well a per-sample score separates a shifted set from the clear set.
 
@@ -165,7 +195,9 @@ def separation(clear_values, shifted_values) -> dict[str, float]:
         raise ValueError("separation needs at least one clear and one shifted value")
     labels = np.concatenate([np.zeros(a.size, np.int64), np.ones(b.size, np.int64)])
     values = np.concatenate([a, b])
-    fpr, tpr, _ = roc_curve(labels, values)
+    # every threshold: the default drop_intermediate removes collinear points, and with them the
+    # point where the TPR first reaches 0.95 on a straight stretch of the curve
+    fpr, tpr, _ = roc_curve(labels, values, drop_intermediate=False)
     return {"auroc": float(roc_auc_score(labels, values)),
             "aupr": float(average_precision_score(labels, values)),
             "fpr95": float(fpr[np.searchsorted(tpr, 0.95, side="left")])}

@@ -1,0 +1,396 @@
+"""A run's OOD detectors (`tf_fusion.detector_runs`, `evaluate --detectors`, `detector_report`):
+the config keys, Eq. 3 with a post-hoc detector in the graph against NumPy, the SavedModel's p
+on the real example pairs against the offline detector, the files of `--detectors all` against
+scikit-learn, one branch evaluation per batch, the never-fitted error, refitting only what a
+changed setting touches, and temperature scaling. The session's smoke run is copied before
+anything is fitted into it."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+import keras  # noqa: E402
+from scipy.special import expit  # noqa: E402
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score  # noqa: E402
+
+from tf_fusion import atomic, detector_runs, detectors, evaluate, export, scores, serving  # noqa: E402
+from tf_fusion import config as cfg  # noqa: E402
+from tf_fusion.adaptive import build_adaptive_model  # noqa: E402
+from tf_fusion.model import FusionModel, gate_inputs  # noqa: E402
+from tf_fusion.ood import build_ood_head, ood_settings  # noqa: E402
+from tf_fusion.passes import PASSES  # noqa: E402
+from tf_fusion.protocol import MODALITIES, scenarios  # noqa: E402
+from tf_fusion.runs import Run, RunError  # noqa: E402
+
+SIZE, CLASSES, B = 32, 5, 6
+FLAGS = np.array([[1, 1], [1, 1], [1, 1], [0, 1], [1, 0], [0, 0]], np.float32)  # as tests/test_export.py
+
+
+def _copy(run, tmp_path, name="run", **ood):
+    """A private copy of a run folder, its `ood` settings changed as given."""
+    out = tmp_path / name
+    shutil.copytree(run, out)
+    if ood:
+        _set(out, **ood)
+    return out
+
+
+def _set(run, section="ood", **values):
+    config = cfg.load_experiment(str(run / "config.yaml"))
+    config[section].update(values)
+    atomic.write_yaml(str(run / "config.yaml"), config)
+
+
+# ------------------------------------------------------------------------------------ config
+def test_config_names_are_the_detector_librarys_and_are_checked():
+    assert set(cfg.RULES["ood.detector"]) == set(detectors.DETECTORS)
+    assert cfg.RULES["ood.calibration"] == detectors.CALIBRATIONS
+    config = cfg.load_experiment("smoke")
+    assert config["ood"]["detector"] == "binary_head" and config["evaluation"]["temperature_scaling"] is False
+    assert detector_runs.settings(config) == {"calibration": "logistic", "knn_k": 10, "knn_reference": 2000, "seed": 0}
+    for override, message in (("ood.detector=energy", "ood.detector must be 'binary_head' or .* got 'energy'"),
+                              ("ood.calibration=platt", "ood.calibration must be 'logistic' or 'isotonic', got 'platt'"),
+                              ("ood.knn_k=0", r"ood.knn_k must be an integer >= 1, got 0"),
+                              ("ood.knn_reference=5", r"ood.knn_reference must be >= ood.knn_k \(10\), got 5")):
+        with pytest.raises(cfg.ConfigError, match=message):
+            cfg.load_experiment("smoke", [override])
+    # choosing a detector is not a setting of the binary heads: they are not retrained for it
+    other = cfg.load_experiment("smoke", ["ood.detector=knn", "ood.knn_k=3", "ood.calibration=isotonic"])
+    assert ood_settings(other) == ood_settings(config) and "detector" not in ood_settings(config)
+    assert detector_runs.requested("all") == ["binary_head", *detectors.POST_HOC]
+    assert detector_runs.requested("knn, confidence,knn") == ["knn", "confidence"]
+    with pytest.raises(cfg.ConfigError, match=r"--detectors 'knn,energy'.*unknown \['energy'\]"):
+        detector_runs.requested("knn,energy")
+
+
+# ------------------------------------------------------------------------------------ the graph
+def _fitted(name, d, rng, method="logistic"):
+    """A detector fitted on random embeddings of width d around one direction and calibrated
+    against embeddings around another (and logits of a larger spread against a smaller one)."""
+    center = np.zeros(d)
+    center[: d // 2] = 1.0
+    x = rng.normal(size=(300, d)) + 2 * center
+    stats = detectors.fit(name, x, rng.random((300, CLASSES)) < 0.4, {"knn_k": 3, "knn_reference": 100})
+    logits = rng.normal(0, 3, (300, CLASSES))
+    s_in = detectors.raw_score(name, x, logits, stats)
+    s_out = detectors.raw_score(name, rng.normal(size=(300, d)) + 2 * center[::-1], rng.normal(0, 0.5, (300, CLASSES)),
+                                stats)
+    calibrator = detectors.fit_calibrator(s_in, s_out, method)
+    assert calibrator.coef > 0  # it separates: p is not the constant 0.5
+    return stats, calibrator
+
+
+@pytest.mark.parametrize("stage", [3, 5])
+@pytest.mark.parametrize("name", ["mahalanobis_class", "knn", "joint_energy"])
+def test_adaptive_graph_takes_p_from_a_post_hoc_detector(name, stage):
+    """p in the graph = the calibrated NumPy score of the branch output (averaged over H, W below
+    stage 5) and of the single-modality pass's logits; Eq. 3 with it; a missing modality — even
+    a NaN one — has p exactly 0; each branch runs once per call."""
+    keras.utils.set_random_seed(0)
+    fusion = FusionModel(backbone="tiny", num_classes=CLASSES, image_size=SIZE, fusion_stage=stage)
+    rng = np.random.default_rng(stage)
+    x = {"s2": rng.normal(size=(B, SIZE, SIZE, 12)).astype("float32"),
+         "s1": rng.normal(size=(B, SIZE, SIZE, 2)).astype("float32")}
+    z = {"optical": np.asarray(fusion.encoder_opt(x["s2"], training=False)),
+         "sar": np.asarray(fusion.encoder_sar(x["s1"], training=False))}
+    embedding = {m: v.mean(axis=(1, 2)) if v.ndim == 4 else v for m, v in z.items()}
+    assert (z["optical"].ndim == 4) == (stage < 5)
+    fused = {gates: np.asarray(fusion(gate_inputs(x, *gates), training=False)["probabilities"])
+             for gates in ((1, 1), (1, 0), (0, 1))}
+    ones, zeros = np.ones((B, 1), "float32"), np.zeros((B, 1), "float32")
+    logits = {m: np.asarray(fusion.fusion_head([z["optical"], z["sar"], *gates], training=False))
+              for m, gates in (("optical", (ones, zeros)), ("sar", (zeros, ones)))}
+    fitted = {m: _fitted(name, embedding[m].shape[1], rng) for m in MODALITIES}
+    layers = [detectors.DetectorProbability.from_fitted(name, *fitted[m], name=f"p_{m}") for m in MODALITIES]
+    head = build_ood_head(z["optical"].shape[1:], (8,), 0.0, name="ood_opt")
+    head_sar = build_ood_head(z["sar"].shape[1:], (8,), 0.0, name="ood_sar")
+    adaptive = build_adaptive_model(fusion, *layers, with_availability=True, with_features=True,
+                                    binary_heads=(head, head_sar))
+
+    calls = {"opt": 0, "sar": 0, "head": 0}
+    originals = {}
+    for key, layer in (("opt", fusion.encoder_opt), ("sar", fusion.encoder_sar), ("head", fusion.fusion_head)):
+        originals[key] = layer.call
+
+        def counting(*args, _key=key, _call=layer.call, **kwargs):
+            calls[_key] += 1
+            return _call(*args, **kwargs)
+
+        layer.call = counting
+    try:
+        out = {k: np.asarray(v) for k, v in adaptive({**x, "optical_available": ones, "sar_available": ones}).items()}
+        assert calls == {"opt": 1, "sar": 1, "head": len(PASSES)}  # the detectors ran nothing again
+    finally:
+        for key, layer in (("opt", fusion.encoder_opt), ("sar", fusion.encoder_sar), ("head", fusion.fusion_head)):
+            layer.call = originals[key]
+
+    p = {m: fitted[m][1](detectors.raw_score(name, embedding[m], logits[m], fitted[m][0])) for m in MODALITIES}
+    np.testing.assert_allclose(out["p_optical"][:, 0], p["optical"], atol=1e-5)
+    np.testing.assert_allclose(out["p_sar"][:, 0], p["sar"], atol=1e-5)
+    np.testing.assert_allclose(out[f"p_optical_{name}"][:, 0], p["optical"], atol=1e-5)
+    np.testing.assert_allclose(out["embedding_optical"], embedding["optical"], atol=1e-5)
+    po, ps = p["optical"][:, None], p["sar"][:, None]
+    eq3 = po * ps * fused[(1, 1)] + po * (1 - ps) * fused[(1, 0)] + (1 - po) * ps * fused[(0, 1)] + (1 - po) * (1 - ps) * 0.5
+    np.testing.assert_allclose(out["probabilities"], eq3, atol=2e-5)
+    assert out["p_optical_binary_head"].shape == (B, 1)
+
+    nan = {**x, "s2": np.full_like(x["s2"], np.nan), "optical_available": zeros, "sar_available": ones}
+    missing = {k: np.asarray(v) for k, v in adaptive(nan).items()}
+    np.testing.assert_array_equal(missing["p_optical"], np.zeros((B, 1), np.float32))
+    np.testing.assert_allclose(missing["probabilities"], ps * fused[(0, 1)] + (1 - ps) * 0.5, atol=2e-5)
+
+
+# ------------------------------------------------------------------------------------ the SavedModel
+@pytest.fixture(scope="module")
+def fitted_copy(smoke_run, tmp_path_factory):
+    """A copy of the smoke run with every post-hoc detector fitted (logistic calibration)."""
+    run = _copy(smoke_run, tmp_path_factory.mktemp("fitted"))
+    fitted = detector_runs.fit_run(Run(run), detectors.POST_HOC, log=lambda *_: None)
+    return run, fitted
+
+
+def _real_inputs(real_examples, run):
+    """The 6 real pairs as raw request inputs, and the same preprocessed by the training pipeline."""
+    from tf_fusion import data
+    from tfrecords_builder import records
+
+    s2_root, s1_root, names, partner = real_examples
+    raw = serving.stack_samples([serving.read_pair(os.path.join(s2_root, n), os.path.join(s1_root, partner[n]))
+                                 for n in names])
+    raw["optical_available"], raw["sar_available"] = FLAGS[:, 0], FLAGS[:, 1]
+    r = Run(run)
+    serialized = [records.encode(f"p{i}", f"q{i}", "test", [], {b: raw[b][i] for b in serving.S2_BANDS + serving.S1_BANDS})
+                  for i in range(len(FLAGS))]
+    parse = data.make_parse_fn(r.manifest(), image_size=r.config["data"]["image_size"],
+                               resize_method=r.config["data"]["resize_method"])
+    x, _ = parse(tf.constant(serialized))
+    return raw, {k: np.asarray(v) for k, v in x.items()}
+
+
+def test_saved_model_computes_p_in_its_graph_as_the_offline_detector(fitted_copy, real_examples, tmp_path):
+    """For every post-hoc detector: the exported serving_default's p on the real example pairs
+    equals the NumPy detector (float64 `raw_score`, calibrator) on the branch outputs of the same
+    preprocessed inputs, to 1e-5; a missing or non-finite optical input has p exactly 0."""
+    run, fitted = _copy(fitted_copy[0], tmp_path), fitted_copy[1]
+    raw, x = _real_inputs(real_examples, run)
+    fusion = Run(run).load_model()
+    z = {"optical": np.asarray(fusion.encoder_opt(x["s2"], training=False)),
+         "sar": np.asarray(fusion.encoder_sar(x["s1"], training=False))}
+    embedding = {m: v.mean(axis=(1, 2)) if v.ndim == 4 else v for m, v in z.items()}
+    ones, zeros = np.ones((len(FLAGS), 1), "float32"), np.zeros((len(FLAGS), 1), "float32")
+    logits = {m: np.asarray(fusion.fusion_head([z["optical"], z["sar"], *gates], training=False))
+              for m, gates in (("optical", (ones, zeros)), ("sar", (zeros, ones)))}
+    bad = {k: v.astype(np.float32) if k in serving.S2_BANDS else v for k, v in raw.items()}
+    bad["B02"] = bad["B02"].copy()
+    bad["B02"][1, 3, 3] = np.nan
+    for name in detectors.POST_HOC:
+        _set(run, detector=name)
+        model_dir = export.export_run(str(run), str(tmp_path / name / "1"), log=lambda *_: None)
+        signature = tf.saved_model.load(model_dir).signatures["serving_default"]
+        out = {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in serving.check_inputs(raw).items()}
+                                                   ).items()}
+        for m, key, flag in (("optical", "p_optical_in_distribution", FLAGS[:, 0]),
+                             ("sar", "p_sar_in_distribution", FLAGS[:, 1])):
+            stats, calibrator = fitted[name][m]
+            want = calibrator(detectors.raw_score(name, embedding[m], logits[m], stats))
+            np.testing.assert_allclose(out[key][flag == 1], want[flag == 1], rtol=0, atol=1e-5, err_msg=f"{name} {m}")
+            assert (out[key][flag == 0] == 0).all(), (name, m)
+        if name == "knn":
+            nonfinite = signature(**{k: tf.constant(v) for k, v in bad.items()})["p_optical_in_distribution"].numpy()
+            assert nonfinite[1] == 0 and np.isfinite(nonfinite).all()
+            with open(os.path.join(model_dir, "assets", "serving.json")) as f:
+                assert json.load(f)["ood_detector"] == "knn"
+
+
+# ------------------------------------------------------------------------------------ evaluate --detectors
+def _fpr95(clear, shifted):
+    """FPR at 95 % TPR by brute force: the highest threshold flagging ≥ 95 % of the shifted
+    values (score ≥ t flags), and the share of clear values it flags."""
+    t = max(v for v in np.unique(shifted) if np.mean(shifted >= v) >= 0.95)
+    return float(np.mean(clear >= t))
+
+
+@pytest.fixture(scope="module")
+def evaluated(smoke_run, tmp_path_factory):
+    """A copy of the smoke run evaluated with `--detectors all` and temperature scaling."""
+    run = _copy(smoke_run, tmp_path_factory.mktemp("evaluated"))
+    _set(run, "evaluation", temperature_scaling=True)
+    assert evaluate.main(["--run", str(run), "--detectors", "all"]) == 0
+    return run
+
+
+def test_detectors_all_writes_the_documented_files_with_sklearns_figures(evaluated, smoke_data):
+    report = evaluated / "report"
+    names = ["binary_head", *detectors.POST_HOC]
+    ran = [s for s in scenarios(Run(evaluated).config) if smoke_data.subset_size(s.subset)]
+    comparison = json.loads((report / "detectors.json").read_text())
+    labelled = [s.name for s in ran if s.has_labels]
+    assert set(comparison) == {s.name for s in ran if s.name != "clear"} | {"adaptive", "non_adaptive"}
+    with np.load(report / "detector_scores.npz") as f:
+        npz = {k: f[k] for k in f.files}
+    assert set(npz) == {f"{prefix}{s.name}/{n}/{m}" for prefix in ("", "raw/") for s in ran for n in names
+                        for m in MODALITIES}
+    for s in ran:
+        n_samples = smoke_data.subset_size(s.subset)
+        for n in names:
+            for m in MODALITIES:
+                p, raw = npz[f"{s.name}/{n}/{m}"], npz[f"raw/{s.name}/{n}/{m}"]
+                assert p.shape == raw.shape == (n_samples,) and ((p >= 0) & (p <= 1)).all()
+                order = np.argsort(raw, kind="stable")
+                assert (np.diff(p[order]) >= -1e-12).all(), (s.name, n, m)  # calibrated p is monotone in the score
+                if s.name == "clear":
+                    continue
+                clear = npz[f"clear/{n}/{m}"]
+                got = comparison[s.name][n][m]
+                assert set(got) == {"auroc", "aupr", "fpr95"}
+                labels = np.r_[np.zeros(len(clear)), np.ones(len(p))]  # shifted positive, a lower p = shifted
+                assert got["auroc"] == pytest.approx(roc_auc_score(labels, -np.r_[clear, p]), abs=1e-12)
+                assert got["aupr"] == pytest.approx(average_precision_score(labels, -np.r_[clear, p]), abs=1e-12)
+                assert got["fpr95"] == pytest.approx(_fpr95(-clear, -p), abs=1e-12)
+    assert set(comparison["adaptive"]) == set(labelled) == set(comparison["non_adaptive"])
+    results = json.loads((report / "results.json").read_text())
+    with np.load(report / "predictions.npz") as f:
+        y = f["clear/labels"]
+    for s in labelled:
+        assert set(comparison["adaptive"][s]) == set(names)
+        for n in names:
+            assert set(comparison["adaptive"][s][n]) == {"f1_samples", "map_macro"}
+        # the graph's adaptive column (the chosen detector: binary heads) = Eq. 3 offline with its p
+        assert comparison["adaptive"][s]["binary_head"]["f1_samples"] == pytest.approx(
+            results["methods"]["adaptive"][s]["f1_samples"], abs=1e-9)
+        assert comparison["non_adaptive"][s]["f1_samples"] == results["methods"]["non_adaptive"][s]["f1_samples"]
+    # Eq. 3 with a post-hoc detector, recomputed from the npz p and the non-adaptive/single passes
+    with np.load(report / "predictions.npz") as f:
+        passes = [f[f"clear/{m}"] for m in ("non_adaptive", "optical_only", "sar_only")]
+    po, ps = npz["clear/knn/optical"][:, None], npz["clear/knn/sar"][:, None]
+    eq3 = po * ps * passes[0] + po * (1 - ps) * passes[1] + (1 - po) * ps * passes[2] + (1 - po) * (1 - ps) * 0.5
+    assert comparison["adaptive"]["clear"]["knn"]["f1_samples"] == pytest.approx(
+        f1_score(y, eq3 > 0.5, average="samples", zero_division=0), abs=2 / len(y))
+    text = (report / "detectors.md").read_text()
+    assert "## AUROC (optical / SAR), against clear" in text and "| Clear |" in text
+    for s in ran:
+        assert s.name == "clear" or (report / f"detector_roc_{s.name}.png").stat().st_size > 1000
+
+
+def test_temperature_scaling_adds_scaled_ece(evaluated):
+    """T is the minimum of the val BCE; ece_scaled of the non-adaptive pass on clear, recomputed
+    from predictions.npz with an independent binning."""
+    report = evaluated / "report"
+    results = json.loads((report / "results.json").read_text())
+    t = results["temperature"]
+    assert 0.05 <= t <= 20
+    with np.load(report / "predictions.npz") as f:
+        y, p = f["clear/labels"].ravel(), f["clear/non_adaptive"].astype(np.float64).ravel()
+    q = expit(np.log(p / (1 - p)) / t)
+    edges = np.minimum((q * 15).astype(int), 14)
+    ece = sum(abs(q[edges == b].mean() - y[edges == b].mean()) * np.mean(edges == b) for b in range(15) if (edges == b).any())
+    got = results["methods"]["non_adaptive"]["clear"]
+    assert got["ece_scaled"] == pytest.approx(ece, abs=1e-4)
+    assert "ece_scaled" in results["methods"]["adaptive"]["cloudy"] and "ece_scaled" not in results["methods"]["adaptive"].get(
+        "ood_classes", {})
+
+
+def test_fit_temperature_is_the_minimum_of_the_bce():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 4, (40000, 3))
+    y = rng.random(z.shape) < expit(z / 2.5)  # the labels of logits 2.5 times too confident
+    t = scores.fit_temperature(z, y)
+    assert t == pytest.approx(2.5, rel=0.03)
+    grid = np.linspace(0.5, 6, 2201)
+    bce = [np.mean(np.logaddexp(0, z / g) - y * z / g) for g in grid]
+    assert t == pytest.approx(grid[int(np.argmin(bce))], abs=3e-3)
+    with pytest.raises(ValueError, match=r"finite logits .* got \(2,\) and \(3,\)"):
+        scores.fit_temperature(np.zeros(2), np.zeros(3))
+
+
+# ------------------------------------------------------------------------------------ one pass
+def test_the_detector_passes_run_each_branch_once_per_batch(fitted_copy, smoke_data, monkeypatch, tmp_path):
+    """Counted eagerly, batch by batch: fitting (train, val, ood_val) and evaluation's pass over
+    every scenario with every detector call each branch once per batch."""
+    run = Run(_copy(fitted_copy[0], tmp_path))
+    fusion = run.load_model()
+    calls = {"opt": 0, "sar": 0}
+    for key, layer in (("opt", fusion.encoder_opt), ("sar", fusion.encoder_sar)):
+        original = layer.call
+
+        def counting(*args, _key=key, _call=original, **kwargs):
+            calls[_key] += 1
+            return _call(*args, **kwargs)
+
+        monkeypatch.setattr(layer, "call", counting)
+    monkeypatch.setattr(Run, "load_model", lambda self, *a, **k: fusion)
+    bs = run.config["evaluation"]["batch_size"]
+    batches = lambda subsets: sum(-(-smoke_data.subset_size(s) // bs) for s in subsets)  # noqa: E731
+    tf.config.run_functions_eagerly(True)
+    try:
+        for name in ("knn_optical", "knn_sar", "max_logit_optical"):
+            os.remove(os.path.join(run.path, "detectors", f"{name}.npz"))  # refit: a train pass and calibration
+        detector_runs.fit_run(run, ["knn", "max_logit", "mahalanobis"], log=lambda *_: None)
+        assert calls == dict.fromkeys(calls, batches(["train", "val", "ood_val"]))
+        calls.update(opt=0, sar=0)
+        evaluate.predict_scenarios(run, log=lambda *_: None, detectors=["binary_head", *detectors.POST_HOC])
+    finally:
+        tf.config.run_functions_eagerly(False)
+    ran = [s.subset for s in scenarios(run.config) if smoke_data.subset_size(s.subset)]
+    assert calls == dict.fromkeys(calls, batches(ran))
+
+
+# ------------------------------------------------------------------------------------ run folder
+def test_a_never_fitted_detector_is_one_line_naming_the_run_and_the_command(smoke_run, tmp_path, capsys):
+    run = _copy(smoke_run, tmp_path, detector="knn")
+    assert export.main(["--run", str(run), "--out", str(tmp_path / "models" / "1")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {run}: detector knn (optical) was never fitted; fit it with "
+                   f"python -m tf_fusion.evaluate --run {run} --detectors all\n")
+    assert evaluate.main(["--run", str(run), "--detectors", "knn,energy"]) == 2
+    assert capsys.readouterr().err.startswith("error: --detectors 'knn,energy': expected 'all' or a comma list")
+
+
+def test_changed_settings_refit_only_the_detectors_that_depend_on_them(fitted_copy, tmp_path):
+    run = _copy(fitted_copy[0], tmp_path)
+    folder = run / "detectors"
+
+    def stamps():
+        return {f: (folder / f).stat().st_mtime_ns for f in sorted(os.listdir(folder))}
+
+    def fit(names):
+        lines = []
+        fitted = detector_runs.fit_run(Run(run), names, log=lines.append)
+        return fitted, "\n".join(lines)
+
+    names = ["knn", "mahalanobis", "max_logit"]
+    before = stamps()
+    _, log = fit(names)
+    assert stamps() == before and "already fitted" in log  # unchanged settings: loaded
+    _set(run, knn_k=4)
+    fitted, _ = fit(names)
+    after = stamps()
+    assert {f for f in after if after[f] != before[f]} == {"knn_optical.npz", "knn_sar.npz"}
+    assert int(fitted["knn"]["optical"][0]["k"]) == 4
+    old_reference = fitted["knn"]["sar"][0]["reference"]
+    _set(run, seed=5, knn_reference=50)
+    fitted, _ = fit(names)
+    # the reference: the normalised SAR embeddings of the train rows the seeded bound picks
+    from tf_fusion.data import make_dataset
+
+    r = Run(run)
+    fusion, manifest = r.load_model(), r.manifest()
+    train = np.concatenate([np.asarray(fusion.encoder_sar(x["s1"], training=False))
+                            for x, _ in make_dataset(manifest, "train", batch_size=64, deterministic=True,
+                                                     image_size=r.config["data"]["image_size"])])
+    rows = train[detectors.reference_indices(len(train), 50, 5)]
+    np.testing.assert_allclose(fitted["knn"]["sar"][0]["reference"], rows / np.linalg.norm(rows, axis=1, keepdims=True),
+                               atol=1e-5)
+    assert old_reference.shape[0] == min(len(train), 2000)
+    _set(run, calibration="isotonic")
+    fitted, _ = fit(names)
+    changed = {f for f, v in stamps().items() if v != after[f]}
+    assert changed == {f"{n}_{m}.npz" for n in names for m in MODALITIES}  # mahalanobis_class was not asked for
+    assert fitted["mahalanobis"]["optical"][1].method == "isotonic"
+    with pytest.raises(RunError, match="was fitted with"):  # what is saved is what the settings say
+        detectors.load(run, "confidence", "optical", detector_runs.settings(Run(run).config))

@@ -1,0 +1,288 @@
+"""A run's OOD detectors: the one that gates Eq. 3 (`ood.detector`), fitting the post-hoc ones
+into the run folder, and turning the fitted ones into graph layers.
+
+The scores, calibrators and the in-graph layer are `tf_fusion.detectors`'; the paper's binary
+heads are `tf_fusion.ood`'s. This module connects them to a run:
+
+- ``settings(config)``: the detector settings of the run's `ood` section (`ood.calibration`,
+  `ood.knn_k`, `ood.knn_reference`; `ood.seed` seeds the training subsample and the kNN reference).
+- ``fit_run(run, names)``: the post-hoc detectors ``names``, loaded from RUN/detectors when they
+  were fitted with the run's settings, else fitted and saved there (`detectors.save`): ONE pass
+  over `train` (each branch once per batch) gives the statistics — the Gaussians read a fixed
+  subsample of at most ``GAUSSIAN_SAMPLE`` training patches (seed 0: it depends on the data
+  alone), kNN its reference of ``min(N, knn_reference)`` patches drawn with `ood.seed` — then one
+  pass each over `val` and `ood_val` gives the raw scores the calibrators are fitted on. The
+  logit detectors need no `train` pass.
+- ``layers(run, name)``: (optical, SAR) layers giving p for ``build_adaptive_model``: the binary
+  heads, or ``DetectorProbability`` layers of a fitted post-hoc detector (a one-line RunError
+  naming the command that fits it otherwise).
+- ``Scores``: raw scores and calibrated p of fitted detectors over a stream of batches, in the
+  float64 NumPy of ``detectors.raw_score`` (what evaluation reports; the graph is its float32 twin).
+
+The detectors read the branch output at the fusion point: the pooled embedding at stage 5,
+below it the feature maps global-average-pooled (``adaptive.BranchEmbedding``), and the logits of
+the modality's single-modality pass (``adaptive.single_modality_pass``).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from . import detectors
+from .config import ConfigError
+from .protocol import MODALITIES
+from .runs import DETECTORS, Run, RunError
+
+GAUSSIAN_SAMPLE = 10_000  # training patches the Gaussians are fitted on (float64: ~2·8·N·D bytes)
+_CHUNK = 4096  # rows scored per `raw_score` call (its per-call cost: a Cholesky factor, a kNN index)
+ALL = "all"
+
+
+def settings(config: dict) -> dict:
+    """The run's detector settings (``detectors.resolve_settings``'s keys) from its `ood` section."""
+    o = config["ood"]
+    return detectors.resolve_settings({"calibration": o["calibration"], "knn_k": o["knn_k"],
+                                       "knn_reference": o["knn_reference"], "seed": o["seed"]})
+
+
+def requested(text: str) -> list[str]:
+    """``--detectors`` → detector names: ``all`` or a comma list of ``detectors.DETECTORS``."""
+    if text.strip() == ALL:
+        return [detectors.BINARY_HEAD, *detectors.POST_HOC]  # the paper's first
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in detectors.DETECTORS]
+    if unknown or not names:
+        raise ConfigError(f"--detectors {text!r}: expected '{ALL}' or a comma list of "
+                          f"{', '.join(detectors.DETECTORS)}" + (f"; unknown {unknown}" if unknown else ""))
+    return list(dict.fromkeys(names))
+
+
+# ------------------------------------------------------------------------------------ the pass
+def features_model(fusion):
+    """{s2, s1} → ``embedding_<modality>`` ([B, D], ``BranchEmbedding``) and ``logits_<method>``
+    of each single-modality pass ([B, C]; the names of the adaptive graph's ``with_features``
+    outputs): each branch once, the head twice."""
+    import keras
+
+    from .adaptive import BranchEmbedding, single_modality_pass
+
+    inputs = {"s2": keras.Input(tuple(fusion.encoder_opt.input.shape[1:]), name="s2"),
+              "s1": keras.Input(tuple(fusion.encoder_sar.input.shape[1:]), name="s1")}
+    z = dict(zip(MODALITIES, fusion.branches(inputs)))
+    passes = {m: single_modality_pass(m) for m in MODALITIES}
+    logits = fusion.head_passes(z[MODALITIES[0]], z[MODALITIES[1]], list(passes.values()), logits=True)
+    outputs = {}
+    for m in MODALITIES:
+        outputs[f"embedding_{m}"] = BranchEmbedding(name=f"embedding_{m}")(z[m])
+        outputs[f"logits_{passes[m].method}"] = logits[passes[m].name]
+    return keras.Model(inputs, outputs, name="detector_features")
+
+
+def traced(model):
+    """``model`` in inference mode as one tf.function for any batch size ({s2, s1} → outputs)."""
+    import tensorflow as tf
+
+    return tf.function(lambda x: model({"s2": x["s2"], "s1": x["s1"]}, training=False), reduce_retracing=True)
+
+
+def batches(call, manifest, subset: str, config: dict):
+    """(outputs of ``call`` (see ``traced``) as NumPy, labels) per batch of ``subset`` in file
+    order, checked against the manifest's count (a ManifestError line naming the build otherwise)."""
+    from tfrecords_builder import ManifestError
+
+    from . import data as tfdata
+
+    d, ev = config["data"], config["evaluation"]
+    ds = tfdata.make_dataset(manifest, subset, batch_size=ev["batch_size"], deterministic=True,
+                             image_size=d["image_size"], resize_method=d["resize_method"])
+    seen = 0
+    with tfdata.shard_errors(manifest, [subset]):
+        for inputs, y in ds:
+            out = {k: np.asarray(v) for k, v in call(inputs).items()}
+            seen += len(y)
+            yield out, y.numpy()
+    if seen != manifest.subset_size(subset):
+        raise ManifestError(f"{manifest.path}: read {seen} records of {subset!r}, the manifest lists "
+                            f"{manifest.subset_size(subset)}; {manifest.remedy()}")
+
+
+class Scores:
+    """Raw scores and calibrated p of fitted detectors over a stream of batches.
+
+    fitted: {name: {modality: (stats, calibrator or None)}}; ``add`` takes one batch's
+    ``embedding_<modality>`` and ``logits_<method>`` of the single-modality passes (the outputs
+    of ``features_model`` or of the adaptive graph ``with_features``); ``result()``
+    → {name: {modality: (raw [N] float64, p [N] float64 or None without a calibrator)}}. Rows
+    are scored ``_CHUNK`` at a time, so the float64 embeddings held stay bounded."""
+
+    def __init__(self, fitted: dict):
+        self.fitted = fitted
+        self._pending, self._rows = {m: [] for m in MODALITIES}, 0
+        self._raw = {name: {m: [] for m in per} for name, per in fitted.items()}
+
+    def add(self, features) -> None:
+        from .adaptive import single_modality_pass
+
+        for m in MODALITIES:
+            logits = features[f"logits_{single_modality_pass(m).method}"]
+            self._pending[m].append((np.asarray(features[f"embedding_{m}"]), np.asarray(logits)))
+        self._rows += len(self._pending[MODALITIES[0]][-1][0])
+        if self._rows >= _CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        for m, parts in self._pending.items():
+            if not parts:
+                continue
+            embedding = np.concatenate([e for e, _ in parts])
+            logits = np.concatenate([lg for _, lg in parts])
+            for name, per in self.fitted.items():
+                if m in per:
+                    self._raw[name][m].append(detectors.raw_score(name, embedding, logits, per[m][0]))
+        self._pending, self._rows = {m: [] for m in MODALITIES}, 0
+
+    def result(self) -> dict:
+        self._flush()
+        out = {}
+        for name, per in self._raw.items():
+            out[name] = {}
+            for m, parts in per.items():
+                raw = np.concatenate(parts) if parts else np.zeros(0)
+                calibrator = self.fitted[name][m][1]
+                out[name][m] = (raw, None if calibrator is None else np.asarray(calibrator(raw), np.float64))
+        return out
+
+
+class ScenarioScores:
+    """What evaluation's pass keeps of one scenario for the detector comparison and temperature
+    scaling, batch by batch from the adaptive graph's ``with_features`` outputs: the logits of
+    every pass, the binary heads' p (when ``names`` holds them) and the post-hoc detectors'
+    scores (``fitted``: ``fit_run``'s, scored by ``Scores``). ``result()`` → {"logits": {pass
+    method: [N, C]}, "p": {name: {modality: [N]}}, "raw": {name: {modality: [N]}}} (the binary
+    heads' raw score is their p)."""
+
+    def __init__(self, names, fitted: dict):
+        from .passes import PASSES
+
+        self.names, self.binary = list(names), detectors.BINARY_HEAD in names
+        self.logits = {p.method: [] for p in PASSES}
+        self.heads = {m: [] for m in MODALITIES}
+        self.scores = Scores(fitted) if fitted else None
+
+    def add(self, outputs) -> None:
+        outputs = {k: np.asarray(v) for k, v in outputs.items() if k.startswith(("embedding_", "logits_", "p_"))}
+        for method, parts in self.logits.items():
+            parts.append(outputs[f"logits_{method}"])
+        if self.binary:
+            for m, parts in self.heads.items():
+                parts.append(outputs[f"p_{m}_{detectors.BINARY_HEAD}"].reshape(-1))
+        if self.scores:
+            self.scores.add(outputs)
+
+    def result(self) -> dict:
+        p, raw = {}, {}
+        if self.binary:
+            p[detectors.BINARY_HEAD] = raw[detectors.BINARY_HEAD] = {
+                m: np.concatenate(v).astype(np.float64) for m, v in self.heads.items()}
+        for name, per in (self.scores.result() if self.scores else {}).items():
+            p[name], raw[name] = {m: v[1] for m, v in per.items()}, {m: v[0] for m, v in per.items()}
+        return {"logits": {k: np.concatenate(v) for k, v in self.logits.items()},
+                "p": {n: p[n] for n in self.names}, "raw": {n: raw[n] for n in self.names}}
+
+
+# ------------------------------------------------------------------------------------ fitting
+def _post_hoc(names) -> list[str]:
+    wrong = [n for n in names if n not in detectors.POST_HOC]
+    if wrong:
+        raise ValueError(f"fit_run fits post-hoc detectors ({', '.join(detectors.POST_HOC)}); got {wrong} "
+                         f"(the binary heads are trained by python -m tf_fusion.ood)")
+    return list(dict.fromkeys(names))
+
+
+def _train_samples(call, manifest, config: dict, samples: dict) -> dict:
+    """{sample name: {modality: embeddings [n, D], "labels": [n, C]}} of several subsamples of
+    `train` (``samples``: {name: sorted row indices}), all from one pass."""
+    keep = np.unique(np.concatenate(list(samples.values())))
+    parts, offset = {m: [] for m in (*MODALITIES, "labels")}, 0
+    for out, y in batches(call, manifest, "train", config):
+        rows = np.isin(np.arange(offset, offset + len(y)), keep)
+        offset += len(y)
+        for m in MODALITIES:
+            parts[m].append(out[f"embedding_{m}"][rows].astype(np.float64))
+        parts["labels"].append(y[rows])
+    kept = {k: np.concatenate(v) for k, v in parts.items()}
+    return {name: {k: v[np.searchsorted(keep, idx)] for k, v in kept.items()} for name, idx in samples.items()}
+
+
+def fit_run(run: Run, names, log=print, fusion=None, manifest=None) -> dict:
+    """{name: {modality: (stats, calibrator)}} of the post-hoc detectors ``names`` for the run's
+    settings: loaded when RUN/detectors holds them fitted with these settings, otherwise fitted
+    (see the module docstring) and saved there. A changed setting refits the detectors that
+    depend on it (``detectors.fitted_settings``), and only those."""
+    names = _post_hoc(names)
+    config = run.config
+    s = settings(config)
+    todo = [n for n in names if not all(detectors.is_fitted(run.path, n, m, s) for m in MODALITIES)]
+    out = {n: {m: detectors.load(run.path, n, m, s) for m in MODALITIES} for n in names if n not in todo}
+    if out:
+        log(f"{run.path}: detectors {', '.join(out)} already fitted with these settings; loading them")
+    if not todo:
+        return out
+    manifest = manifest or run.manifest()
+    sizes = {k: manifest.subset_size(k) for k in ("train", "val", "ood_val")}
+    if not sizes["val"] or not sizes["ood_val"]:
+        raise RunError(f"{run.path}: calibrating {', '.join(todo)} needs val and ood_val patches; the build "
+                       f"{manifest.dir} has {sizes['val']} and {sizes['ood_val']}")
+    fusion = fusion or run.load_model()
+    if not hasattr(fusion, "head_passes"):
+        raise RunError(f"{run.path}: post-hoc detectors need the gated late-fusion model; this run trained "
+                       f"{type(fusion).__name__}")
+    call = traced(features_model(fusion))
+    stats = {n: {m: {} for m in MODALITIES} for n in todo}
+    embedding_detectors = [n for n in todo if detectors.DETECTORS[n] == detectors.EMBEDDING]
+    if embedding_detectors:
+        # the Gaussians: a fixed subsample (nothing but the data decides it); kNN: its reference
+        # drawn from all of train as `detectors.fit` draws it (min(N, knn_reference), ood.seed)
+        wanted = {n: (detectors.reference_indices(sizes["train"], s["knn_reference"], s["seed"]) if n == "knn"
+                      else detectors.reference_indices(sizes["train"], GAUSSIAN_SAMPLE, 0)) for n in embedding_detectors}
+        log("fitting " + ", ".join(f"{n} on {len(i)}" for n, i in wanted.items()) + f" of {sizes['train']} train patches")
+        samples = _train_samples(call, manifest, config, wanted)
+        for n in embedding_detectors:
+            for m in MODALITIES:
+                stats[n][m] = detectors.fit(n, samples[n][m], samples[n]["labels"], s)
+    raw = {}
+    for subset in ("val", "ood_val"):
+        scores = Scores({n: {m: (stats[n][m], None) for m in MODALITIES} for n in todo})
+        for features, _ in batches(call, manifest, subset, config):
+            scores.add(features)
+        raw[subset] = scores.result()
+    for n in todo:
+        out[n] = {}
+        for m in MODALITIES:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                calibrator = detectors.fit_calibrator(raw["val"][n][m][0], raw["ood_val"][n][m][0], s["calibration"])
+            for w in caught:
+                log(f"warning: {n} ({m}) {w.message}")
+            detectors.save(run.path, n, m, stats[n][m], calibrator, s)
+            out[n][m] = (stats[n][m], calibrator)
+        log(f"{run.path}: fitted {n} ({s['calibration']} calibration on {sizes['val']} val vs {sizes['ood_val']} "
+            f"ood_val patches), saved in {run.file(DETECTORS)}")
+    return {n: out[n] for n in names}
+
+
+def layers(run: Run, name: str, fitted: dict | None = None) -> tuple:
+    """(optical, SAR) p layers of detector ``name`` for ``build_adaptive_model``: the run's
+    binary heads, or ``DetectorProbability`` layers of the fitted post-hoc detector (``fitted``:
+    ``fit_run``'s entry for it; else loaded, a one-line RunError when it is not fitted)."""
+    if name == detectors.BINARY_HEAD:
+        heads = run.ood_heads()
+        if heads is None:
+            raise RunError(f"{run.path}: no OOD heads (ood_opt.keras, ood_sar.keras); train them first: "
+                           f"python -m tf_fusion.ood --run {run.path}")
+        return tuple(heads[m][0] for m in MODALITIES)
+    s = settings(run.config)
+    fitted = fitted or {m: detectors.load(run.path, name, m, s) for m in MODALITIES}
+    return tuple(detectors.DetectorProbability.from_fitted(name, *fitted[m], name=f"p_{m}_{name}")
+                 for m in MODALITIES)
