@@ -162,3 +162,16 @@ def expected(info, held_out=()):
             else:
                 dropped[f"{group}_in_{source}"] += 1
     return subsets, dict(dropped)
+
+
+def count_branch_calls(monkeypatch, fusion) -> dict:
+    """{"opt", "sar", "head"}: how often the branches and the fusion head of ``fusion`` run from
+    now on (eager calls, or traces in a tf.function), counted by wrapping each layer's ``call``."""
+    calls = {"opt": 0, "sar": 0, "head": 0}
+    for key, layer in (("opt", fusion.encoder_opt), ("sar", fusion.encoder_sar), ("head", fusion.fusion_head)):
+        def counting(*args, _key=key, _call=layer.call, **kwargs):
+            calls[_key] += 1
+            return _call(*args, **kwargs)
+
+        monkeypatch.setattr(layer, "call", counting)
+    return calls

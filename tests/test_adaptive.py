@@ -9,6 +9,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
+from conftest import count_branch_calls  # noqa: E402
 from tf_fusion import scores  # noqa: E402
 from tf_fusion.adaptive import (BernoulliEntropy, Confidence, ExpectedPrediction,  # noqa: E402
                                 build_adaptive_model, expected_prediction)
@@ -132,7 +133,7 @@ def test_adaptive_outputs_equal_the_fusion_model_and_heads(models):
     np.testing.assert_array_equal(np.asarray(adaptive(x)["probabilities"]), out["probabilities"])
 
 
-def test_adaptive_model_shares_weights_and_runs_each_encoder_once(models):
+def test_adaptive_model_shares_weights_and_runs_each_encoder_once(models, monkeypatch):
     fusion, head_opt, head_sar = models
     adaptive = build_adaptive_model(*models)
     for layer in (fusion.encoder_opt, fusion.encoder_sar, fusion.fusion_head, head_opt, head_sar):
@@ -142,25 +143,12 @@ def test_adaptive_model_shares_weights_and_runs_each_encoder_once(models):
     assert {id(v) for v in adaptive.weights} == ids
 
     # at run time (eager and traced): count the calls of each encoder
-    calls = {"opt": 0, "sar": 0, "head": 0}
-    originals = {}
-    for key, layer in (("opt", fusion.encoder_opt), ("sar", fusion.encoder_sar), ("head", fusion.fusion_head)):
-        originals[key] = layer.call
-
-        def counting(*args, _key=key, _call=layer.call, **kwargs):
-            calls[_key] += 1
-            return _call(*args, **kwargs)
-
-        layer.call = counting
-    try:
-        adaptive(_inputs(1))
-        assert calls == {"opt": 1, "sar": 1, "head": len(PASSES)}
-        calls.update(opt=0, sar=0, head=0)
-        tf.function(lambda x: adaptive(x, training=False))(_inputs(1))  # one trace
-        assert calls == {"opt": 1, "sar": 1, "head": len(PASSES)}
-    finally:
-        for key, layer in (("opt", fusion.encoder_opt), ("sar", fusion.encoder_sar), ("head", fusion.fusion_head)):
-            layer.call = originals[key]
+    calls = count_branch_calls(monkeypatch, fusion)
+    adaptive(_inputs(1))
+    assert calls == {"opt": 1, "sar": 1, "head": len(PASSES)}
+    calls.update(opt=0, sar=0, head=0)
+    tf.function(lambda x: adaptive(x, training=False))(_inputs(1))  # one trace
+    assert calls == {"opt": 1, "sar": 1, "head": len(PASSES)}
 
 
 def test_availability_flags_fall_back_to_the_other_modality(models):

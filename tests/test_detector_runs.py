@@ -18,6 +18,7 @@ import keras  # noqa: E402
 from scipy.special import expit  # noqa: E402
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score  # noqa: E402
 
+from conftest import count_branch_calls  # noqa: E402
 from tf_fusion import atomic, detector_runs, detectors, evaluate, export, scores, serving  # noqa: E402
 from tf_fusion import config as cfg  # noqa: E402
 from tf_fusion.adaptive import build_adaptive_model  # noqa: E402
@@ -87,7 +88,7 @@ def _fitted(name, d, rng, method="logistic"):
 
 @pytest.mark.parametrize("stage", [3, 5])
 @pytest.mark.parametrize("name", ["mahalanobis_class", "knn", "joint_energy"])
-def test_adaptive_graph_takes_p_from_a_post_hoc_detector(name, stage):
+def test_adaptive_graph_takes_p_from_a_post_hoc_detector(name, stage, monkeypatch):
     """p in the graph = the calibrated NumPy score of the branch output (averaged over H, W below
     stage 5) and of the single-modality pass's logits; Eq. 3 with it; a missing modality — even
     a NaN one — has p exactly 0; each branch runs once per call."""
@@ -112,22 +113,9 @@ def test_adaptive_graph_takes_p_from_a_post_hoc_detector(name, stage):
     adaptive = build_adaptive_model(fusion, *layers, with_availability=True, with_features=True,
                                     binary_heads=(head, head_sar))
 
-    calls = {"opt": 0, "sar": 0, "head": 0}
-    originals = {}
-    for key, layer in (("opt", fusion.encoder_opt), ("sar", fusion.encoder_sar), ("head", fusion.fusion_head)):
-        originals[key] = layer.call
-
-        def counting(*args, _key=key, _call=layer.call, **kwargs):
-            calls[_key] += 1
-            return _call(*args, **kwargs)
-
-        layer.call = counting
-    try:
-        out = {k: np.asarray(v) for k, v in adaptive({**x, "optical_available": ones, "sar_available": ones}).items()}
-        assert calls == {"opt": 1, "sar": 1, "head": len(PASSES)}  # the detectors ran nothing again
-    finally:
-        for key, layer in (("opt", fusion.encoder_opt), ("sar", fusion.encoder_sar), ("head", fusion.fusion_head)):
-            layer.call = originals[key]
+    calls = count_branch_calls(monkeypatch, fusion)
+    out = {k: np.asarray(v) for k, v in adaptive({**x, "optical_available": ones, "sar_available": ones}).items()}
+    assert calls == {"opt": 1, "sar": 1, "head": len(PASSES)}  # the detectors ran nothing again
 
     p = {m: fitted[m][1](detectors.raw_score(name, embedding[m], logits[m], fitted[m][0])) for m in MODALITIES}
     np.testing.assert_allclose(out["p_optical"][:, 0], p["optical"], atol=1e-5)

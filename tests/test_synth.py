@@ -374,10 +374,12 @@ def test_cached_build_named_reused_resumed_and_rewritten_for_another_generator(t
 
 
 # ---------------------------------------------------------------- the default world stays as it was
-def content_digest(root):
-    """sha256 over every file of an archive: GeoTIFF pixels and georeferencing, parquet schema and
-    rows, other files' bytes (so GDAL's or pyarrow's own file layout does not matter)."""
-    h = hashlib.sha256()
+def archive_digest(root, pixels: bool = True):
+    """``(sha256, bands)`` of an archive. The sha256 covers every file: GeoTIFF georeferencing
+    (and, with ``pixels``, the pixel bytes), parquet schema and rows, other files' bytes (so
+    GDAL's or pyarrow's own file layout does not matter). ``bands``: per band the pixel count,
+    sum and sum of squares."""
+    h, bands = hashlib.sha256(), {}
     for folder, dirs, files in os.walk(root):
         dirs.sort()
         for name in sorted(files):
@@ -387,34 +389,8 @@ def content_digest(root):
                 with rasterio.open(path) as src:
                     a = src.read(1)
                     meta = [str(a.dtype), list(a.shape), list(src.transform)[:6], src.crs.to_epsg(), src.nodata]
-                h.update(json.dumps(meta).encode() + np.ascontiguousarray(a).tobytes())
-            elif name.endswith(".parquet"):
-                table = pq.read_table(path)
-                h.update(str(table.schema).encode() + json.dumps(table.to_pylist()).encode())
-            else:
-                with open(path, "rb") as f:
-                    h.update(f.read())
-    return h.hexdigest()
-
-
-def world_fingerprint(root):
-    """What the default world must keep across machines: a sha256 over everything but the pixel
-    values (file names, GeoTIFF dtype, shape, georeferencing, metadata files), and per band the
-    pixel count, sum and sum of squares. Exact pixel bytes are not portable: numpy's SIMD exp/log
-    kernels differ in the last ulp between CPUs and numpy builds, which flips a rare uint16
-    rounding (measured: the generator of commit f4eff17 and today's give identical files on one
-    machine, and both differ from the bytes recorded on another)."""
-    h, bands = hashlib.sha256(), {}
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            path = os.path.join(folder, name)
-            h.update(os.path.relpath(path, root).replace(os.sep, "/").encode() + b"\0")
-            if name.endswith(".tif"):
-                with rasterio.open(path) as src:
-                    a = src.read(1).astype(np.float64)
-                    meta = [src.dtypes[0], list(a.shape), list(src.transform)[:6], src.crs.to_epsg(), src.nodata]
-                h.update(json.dumps(meta).encode())
+                h.update(json.dumps(meta).encode() + (np.ascontiguousarray(a).tobytes() if pixels else b""))
+                a = a.astype(np.float64)
                 band = name.rsplit("_", 1)[-1][:-4]
                 n, s1, s2 = bands.get(band, (0, 0.0, 0.0))
                 bands[band] = (n + a.size, s1 + a.sum(), s2 + (a * a).sum())
@@ -425,6 +401,20 @@ def world_fingerprint(root):
                 with open(path, "rb") as f:
                     h.update(f.read())
     return h.hexdigest(), bands
+
+
+def content_digest(root):
+    """Everything of an archive, pixel bytes included (the same machine gives the same bytes)."""
+    return archive_digest(root)[0]
+
+
+def world_fingerprint(root):
+    """What the default world must keep across machines: the digest of everything but the pixel
+    values, and per band the pixel count, sum and sum of squares. Exact pixel bytes are not
+    portable: numpy's SIMD exp/log kernels differ in the last ulp between CPUs and numpy builds,
+    which flips a rare uint16 rounding (measured: the generator of commit f4eff17 and today's give
+    identical files on one machine, and both differ from the bytes recorded on another)."""
+    return archive_digest(root, pixels=False)
 
 
 # Generator version 2 as it was before regions existed (commit f4eff17), 30 pairs, seed 5.
