@@ -204,9 +204,10 @@ def _fpr95(clear, shifted):
 
 
 @pytest.fixture(scope="module")
-def evaluated(smoke_run, tmp_path_factory):
-    """A copy of the smoke run evaluated with `--detectors all` and temperature scaling."""
-    run = _copy(smoke_run, tmp_path_factory.mktemp("evaluated"))
+def evaluated(fitted_copy, tmp_path_factory):
+    """A copy of the smoke run evaluated with `--detectors all` and temperature scaling (its
+    detectors already fitted: evaluation loads them)."""
+    run = _copy(fitted_copy[0], tmp_path_factory.mktemp("evaluated"))
     _set(run, "evaluation", temperature_scaling=True)
     assert evaluate.main(["--run", str(run), "--detectors", "all"]) == 0
     return run
