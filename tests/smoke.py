@@ -8,6 +8,7 @@ marked `slow` here, so `pytest -m "not slow"` (the inner loop) stays fast.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 
@@ -17,6 +18,7 @@ SMOKE = "smoke"
 TRAINED = {"smoke_run", "smoke_report", "smoke_export", "smoke_data", "smoke_cache"}  # the build alone takes ~10 s
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
@@ -24,24 +26,41 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if used & {"smoke_run", "smoke_report", "smoke_export"}:
             item.add_marker(pytest.mark.xdist_group("smoke-run"))  # one worker trains the run, once
+    # the longest first (the smoke run's group, then the other slow tests), so that the two
+    # workers do not wait for one long test at the end
+    items.sort(key=lambda item: (item.get_closest_marker("xdist_group") is None, item.get_closest_marker("slow") is None))
 
 
 def smoke_overrides(cache) -> list[str]:
     return ["--set", f"data.cache_dir={cache}"]
 
 
+def _prepare(cache):
+    from tf_fusion import config as cfg
+    from tf_fusion.sources import prepare_data
+
+    return prepare_data(cfg.load_experiment(SMOKE, [f"data.cache_dir={cache}"]), log=lambda *_: None)
+
+
 @pytest.fixture(scope="session")
 def smoke_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("smoke-cache")
+    """The smoke experiment's synthetic cache, its build done: one folder for the whole session,
+    shared by the xdist workers (the first to get the lock writes and builds it, once)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # pytest-xdist: the workers' common temporary folder
+    cache = root / "smoke-cache"
+    cache.mkdir(exist_ok=True)
+    with open(root / "smoke-cache.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _prepare(cache)
+    return cache
 
 
 @pytest.fixture(scope="session")
 def smoke_data(smoke_cache):
     """The smoke experiment's checked manifest (synthetic archive written and built once)."""
-    from tf_fusion import config as cfg
-    from tf_fusion.sources import prepare_data
-
-    return prepare_data(cfg.load_experiment(SMOKE, [f"data.cache_dir={smoke_cache}"]), log=lambda *_: None)
+    return _prepare(smoke_cache)
 
 
 @pytest.fixture(scope="session")
@@ -58,10 +77,11 @@ def smoke_run(tmp_path_factory, smoke_cache, smoke_data):
 @pytest.fixture(scope="session")
 def smoke_report(smoke_run):
     """RUN/report of the smoke run, evaluated with the run itself as the late-fusion baseline
-    (so that column must equal the non-adaptive one wherever both modalities are there)."""
+    (so that column must equal the non-adaptive one wherever both modalities are there), with
+    temperature scaling (smoke.yaml) and every OOD detector (fitted into RUN/detectors)."""
     from tf_fusion import evaluate
 
-    assert evaluate.main(["--run", str(smoke_run), "--baseline", f"late_fusion={smoke_run}"]) == 0
+    assert evaluate.main(["--run", str(smoke_run), "--baseline", f"late_fusion={smoke_run}", "--detectors", "all"]) == 0
     return smoke_run / "report"
 
 

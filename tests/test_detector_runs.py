@@ -52,7 +52,7 @@ def test_config_names_are_the_detector_librarys_and_are_checked():
     assert set(cfg.RULES["ood.detector"]) == set(detectors.DETECTORS)
     assert cfg.RULES["ood.calibration"] == detectors.CALIBRATIONS
     config = cfg.load_experiment("smoke")
-    assert config["ood"]["detector"] == "binary_head" and config["evaluation"]["temperature_scaling"] is False
+    assert config["ood"]["detector"] == "binary_head" and cfg.DEFAULTS["evaluation"]["temperature_scaling"] is False
     assert detector_runs.settings(config) == {"calibration": "logistic", "knn_k": 10, "knn_reference": 2000, "seed": 0}
     for override, message in (("ood.detector=energy", "ood.detector must be 'binary_head' or .* got 'energy'"),
                               ("ood.calibration=platt", "ood.calibration must be 'logistic' or 'isotonic', got 'platt'"),
@@ -135,10 +135,13 @@ def test_adaptive_graph_takes_p_from_a_post_hoc_detector(name, stage, monkeypatc
 
 # ------------------------------------------------------------------------------------ the SavedModel
 @pytest.fixture(scope="module")
-def fitted_copy(smoke_run, tmp_path_factory):
-    """A copy of the smoke run with every post-hoc detector fitted (logistic calibration)."""
+def fitted_copy(smoke_run, smoke_report, tmp_path_factory):
+    """A copy of the smoke run with every post-hoc detector fitted (logistic calibration; the
+    smoke evaluation fitted them) and the fitted statistics, loaded."""
     run = _copy(smoke_run, tmp_path_factory.mktemp("fitted"))
-    fitted = detector_runs.fit_run(Run(run), detectors.POST_HOC, log=lambda *_: None)
+    lines = []
+    fitted = detector_runs.fit_run(Run(run), detectors.POST_HOC, log=lines.append)
+    assert "already fitted" in "\n".join(lines)
     return run, fitted
 
 
@@ -160,10 +163,14 @@ def _real_inputs(real_examples, run):
     return raw, {k: np.asarray(v) for k, v in x.items()}
 
 
+SAVED = ("knn", "mahalanobis_class")  # exported and reloaded; the others' serving function runs in memory
+
+
 def test_saved_model_computes_p_in_its_graph_as_the_offline_detector(fitted_copy, real_examples, tmp_path):
-    """For every post-hoc detector: the exported serving_default's p on the real example pairs
-    equals the NumPy detector (float64 `raw_score`, calibrator) on the branch outputs of the same
-    preprocessed inputs, to 1e-5; a missing or non-finite optical input has p exactly 0."""
+    """For every post-hoc detector: serving_default's p on the real example pairs (from the
+    SavedModel for ``SAVED``, the serving function export writes otherwise) equals the NumPy
+    detector (float64 `raw_score`, calibrator) on the branch outputs of the same preprocessed
+    inputs, to 1e-5; a missing or non-finite optical input has p exactly 0."""
     run, fitted = _copy(fitted_copy[0], tmp_path), fitted_copy[1]
     raw, x = _real_inputs(real_examples, run)
     fusion = Run(run).load_model()
@@ -176,10 +183,19 @@ def test_saved_model_computes_p_in_its_graph_as_the_offline_detector(fitted_copy
     bad = {k: v.astype(np.float32) if k in serving.S2_BANDS else v for k, v in raw.items()}
     bad["B02"] = bad["B02"].copy()
     bad["B02"][1, 3, 3] = np.nan
+    r = Run(run)
     for name in detectors.POST_HOC:
-        _set(run, detector=name)
-        model_dir = export.export_run(str(run), str(tmp_path / name / "1"), log=lambda *_: None)
-        signature = tf.saved_model.load(model_dir).signatures["serving_default"]
+        if name in SAVED:  # the SavedModel round trip
+            _set(run, detector=name)
+            model_dir = export.export_run(str(run), str(tmp_path / name / "1"), log=lambda *_: None)
+            signature = tf.saved_model.load(model_dir).signatures["serving_default"]
+        else:  # the same serving function over the in-memory graph export writes
+            adaptive = build_adaptive_model(fusion, *detector_runs.layers(r, name), with_availability=True)
+            function = export.serving_functions(adaptive, r.manifest()["band_stats"],
+                                                image_size=r.config["data"]["image_size"],
+                                                resize_method=r.config["data"]["resize_method"],
+                                                threshold=0.5)[serving.SIGNATURE_RAW]
+            signature = lambda _f=function, **x: _f(x)  # noqa: E731  (keywords, as a signature takes them)
         out = {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in serving.check_inputs(raw).items()}
                                                    ).items()}
         for m, key, flag in (("optical", "p_optical_in_distribution", FLAGS[:, 0]),
@@ -204,13 +220,10 @@ def _fpr95(clear, shifted):
 
 
 @pytest.fixture(scope="module")
-def evaluated(fitted_copy, tmp_path_factory):
-    """A copy of the smoke run evaluated with `--detectors all` and temperature scaling (its
-    detectors already fitted: evaluation loads them)."""
-    run = _copy(fitted_copy[0], tmp_path_factory.mktemp("evaluated"))
-    _set(run, "evaluation", temperature_scaling=True)
-    assert evaluate.main(["--run", str(run), "--detectors", "all"]) == 0
-    return run
+def evaluated(smoke_run, smoke_report):
+    """The smoke run, evaluated with `--detectors all` and temperature scaling (smoke.yaml)."""
+    assert Run(smoke_run).config["evaluation"]["temperature_scaling"]
+    return smoke_run
 
 
 def test_detectors_all_writes_the_documented_files_with_sklearns_figures(evaluated, smoke_data):
@@ -290,9 +303,11 @@ def test_fit_temperature_is_the_minimum_of_the_bce():
     y = rng.random(z.shape) < expit(z / 2.5)  # the labels of logits 2.5 times too confident
     t = scores.fit_temperature(z, y)
     assert t == pytest.approx(2.5, rel=0.03)
-    grid = np.linspace(0.5, 6, 2201)
-    bce = [np.mean(np.logaddexp(0, z / g) - y * z / g) for g in grid]
-    assert t == pytest.approx(grid[int(np.argmin(bce))], abs=3e-3)
+    def argmin_bce(grid):
+        return grid[int(np.argmin([np.mean(np.logaddexp(0, z / g) - y * z / g) for g in grid]))]
+
+    coarse = argmin_bce(np.linspace(0.5, 6, 111))  # steps of 0.05, then 0.0005 around the best
+    assert t == pytest.approx(argmin_bce(np.linspace(coarse - 0.05, coarse + 0.05, 201)), abs=1e-3)
     with pytest.raises(ValueError, match=r"finite logits .* got \(2,\) and \(3,\)"):
         scores.fit_temperature(np.zeros(2), np.zeros(3))
 
@@ -326,12 +341,15 @@ def test_the_detector_passes_run_each_branch_once_per_batch(fitted_copy, smoke_d
     finally:
         tf.config.run_functions_eagerly(False)
     ran = [s.subset for s in scenarios(run.config) if smoke_data.subset_size(s.subset)]
+    if run.config["evaluation"]["temperature_scaling"]:
+        ran.append("val")  # the temperature is fitted on val's logits, in the same pass
     assert calls == dict.fromkeys(calls, batches(ran))
 
 
 # ------------------------------------------------------------------------------------ run folder
 def test_a_never_fitted_detector_is_one_line_naming_the_run_and_the_command(smoke_run, tmp_path, capsys):
     run = _copy(smoke_run, tmp_path, detector="knn")
+    shutil.rmtree(run / "detectors", ignore_errors=True)
     assert export.main(["--run", str(run), "--out", str(tmp_path / "models" / "1")]) == 2
     err = capsys.readouterr().err
     assert err == (f"error: {run}: detector knn (optical) was never fitted; fit it with "

@@ -70,6 +70,9 @@ def _tune(run_dir, cache, *extra):
     return code, out.getvalue()
 
 
+ONE_SEARCH = pytest.mark.xdist_group("tune-search")  # the tests reading search_run share one worker, so one search
+
+
 @pytest.fixture(scope="module")
 def search_run(cache, tmp_path_factory):
     run = tmp_path_factory.mktemp("tune") / "run"
@@ -80,6 +83,7 @@ def search_run(cache, tmp_path_factory):
 
 # ------------------------------------------------------------------------------ a search
 @pytest.mark.slow
+@ONE_SEARCH
 def test_search_finishes_with_progress_lines_and_best_files(search_run):
     run, proc = search_run
     for stage in ("fusion", "ood"):
@@ -145,6 +149,7 @@ def _scalars(folder, tag):
 
 
 @pytest.mark.slow
+@ONE_SEARCH
 def test_every_trial_is_an_hparams_session_with_every_hyperparameter(search_run):
     run, _ = search_run
     log_root = str(run / "tuning" / "logs")
@@ -170,6 +175,7 @@ def test_every_trial_is_an_hparams_session_with_every_hyperparameter(search_run)
 
 
 @pytest.mark.slow
+@ONE_SEARCH
 def test_best_yaml_trains_as_is(search_run, tmp_path):
     run, _ = search_run
     best_yaml = run / "tuning" / "best.yaml"
@@ -191,6 +197,7 @@ def test_best_yaml_trains_as_is(search_run, tmp_path):
 
 
 @pytest.mark.slow
+@ONE_SEARCH
 def test_rerun_resumes_instead_of_starting_over(search_run, cache):
     run, _ = search_run
     rows = lambda: _jsonl(glob.glob(str(run / "tuning" / "**" / "trials-*.jsonl"), recursive=True))  # noqa: E731
@@ -200,6 +207,7 @@ def test_rerun_resumes_instead_of_starting_over(search_run, cache):
     assert rows() == before
 
 
+@ONE_SEARCH
 def test_another_search_in_the_same_folder_is_refused(search_run, cache, capsys):
     """Only the trial counts may change."""
     run, _ = search_run
