@@ -47,7 +47,9 @@ def plot_entropy_histograms(entropy: Mapping, path: str, bins: int = 25) -> str:
     scen = ordered(dict.fromkeys(s for per in entropy.values() for s in per), SCENARIOS)
     nr, nc = max(len(scen), 1), max(len(methods), 1)
     fig = _figure(2.3 * nc + 0.6, 1.55 * nr + 0.7)
-    axes = np.atleast_2d(fig.subplots(nr, nc, sharex=True, sharey=True, squeeze=False))
+    # the same limits on every panel, set below, rather than shared axes: sharing links every
+    # pair of the (scenarios × methods) panels and made drawing quadratic in their number
+    axes = np.atleast_2d(fig.subplots(nr, nc, squeeze=False))
     edges = np.linspace(0.0, 1.0, bins + 1)
     top = 0.0
     for i, s in enumerate(scen):
@@ -59,9 +61,8 @@ def plot_entropy_histograms(entropy: Mapping, path: str, bins: int = 25) -> str:
                 ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes,
                         color="0.5", fontsize=8)
             else:
-                heights, _, _ = ax.hist(np.clip(vals, 0, 1), bins=edges,
-                                        weights=np.full(vals.size, 1 / vals.size),
-                                        color="C0", alpha=0.85)
+                heights = np.histogram(np.clip(vals, 0, 1), bins=edges)[0] / vals.size
+                ax.stairs(heights, edges, fill=True, color="C0", alpha=0.85)  # one artist, not one per bin
                 top = max(top, float(np.max(heights)))
                 ax.axvline(vals.mean(), color="C3", lw=1)
                 right = vals.mean() < 0.5   # the note goes where the mass is not
@@ -70,14 +71,19 @@ def plot_entropy_histograms(entropy: Mapping, path: str, bins: int = 25) -> str:
                         fontsize=7, zorder=5,
                         bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.8))
             ax.set_xlim(0, 1)
-            ax.tick_params(labelsize=7)
+            ax.tick_params(labelsize=7, labelleft=j == 0, labelbottom=i == nr - 1)
             if i == 0:
                 ax.set_title(method_label(m), fontsize=9)
             if j == 0:
                 ax.set_ylabel(scenario_label(s), fontsize=8)
             if i == nr - 1:
                 ax.set_xlabel("avg. entropy [bit]", fontsize=8)
-    axes[0, 0].set_ylim(0, 1.35 * top if top > 0 else 1.0)   # shared: room for the notes
+    ymax = 1.35 * top if top > 0 else 1.0  # one scale: room for the notes
+    yticks = np.round(np.linspace(0, ymax / 1.35, 3), 2)
+    for ax in axes.ravel():  # fixed ticks: no tick search per panel
+        ax.set_ylim(0, ymax)
+        ax.set_xticks([0, 0.5, 1])
+        ax.set_yticks(yticks)
     fig.suptitle("Per-sample average entropy (fraction of samples per bin)", fontsize=10)
     return _save(fig, path)
 
