@@ -36,13 +36,6 @@ def _cmd(run_dir, cache, *extra):
             "--set", f"data.cache_dir={cache}", *TINY, *map(str, extra)]
 
 
-def _run(cmd, check=True, env=None):
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
-    if check and proc.returncode:
-        raise AssertionError(proc.stdout[-4000:] + proc.stderr[-4000:])
-    return proc
-
-
 def _jsonl(paths):
     rows = []
     for path in paths:
@@ -231,7 +224,8 @@ def test_resume_after_kill_runs_each_trial_once(cache, tmp_path):
     proc.wait()
     done = [r["trial_id"] for r in _jsonl([record])]
     assert done == ["0"] and not (run / "tuning" / "best.yaml").exists()
-    out = _run(cmd).stdout
+    code, out = _tune(run, cache, "--max-trials", 2, "--set", "tuning.ood_max_trials=0")  # the same command, in-process
+    assert code == 0, out[-3000:]
     assert "fusion: resuming, 1 trials already done" in out
     assert sorted(r["trial_id"] for r in _jsonl([record])) == ["0", "1"]  # none twice, none lost
     assert (run / "tuning" / "best.yaml").exists() and not (run / "tuning" / "ood").exists()
