@@ -1,6 +1,8 @@
 """The session's one smoke run, shared by every test of the Keras side (a pytest plugin, loaded by
 conftest): the `smoke` experiment's synthetic build, a training run through the `train` CLI with
-its OOD heads, its evaluation and its SavedModel — each made once, in this process, on first use.
+its OOD heads, its evaluation and its SavedModel — each made once, on first use: the build once
+for all xdist workers, the run and what derives from it on the one worker of the `smoke-run`
+group (the README's `--dist loadgroup`).
 
 Tests must not change these folders; a test that needs to break something copies them first.
 Training (and the 400-pair build) is the slow part of the suite: every test that uses them is
