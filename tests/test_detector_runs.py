@@ -219,17 +219,11 @@ def _fpr95(clear, shifted):
     return float(np.mean(clear >= t))
 
 
-@pytest.fixture(scope="module")
-def evaluated(smoke_run, smoke_report):
-    """The smoke run, evaluated with `--detectors all` and temperature scaling (smoke.yaml)."""
-    assert Run(smoke_run).config["evaluation"]["temperature_scaling"]
-    return smoke_run
-
-
-def test_detectors_all_writes_the_documented_files_with_sklearns_figures(evaluated, smoke_data):
-    report = evaluated / "report"
+def test_detectors_all_writes_the_documented_files_with_sklearns_figures(smoke_run, smoke_report, smoke_data):
+    """The smoke evaluation ran with `--detectors all` (tests/smoke.py)."""
+    report = smoke_report
     names = ["binary_head", *detectors.POST_HOC]
-    ran = [s for s in scenarios(Run(evaluated).config) if smoke_data.subset_size(s.subset)]
+    ran = [s for s in scenarios(Run(smoke_run).config) if smoke_data.subset_size(s.subset)]
     comparison = json.loads((report / "detectors.json").read_text())
     labelled = [s.name for s in ran if s.has_labels]
     assert set(comparison) == {s.name for s in ran if s.name != "clear"} | {"adaptive", "non_adaptive"}
@@ -279,10 +273,11 @@ def test_detectors_all_writes_the_documented_files_with_sklearns_figures(evaluat
         assert s.name == "clear" or (report / f"detector_roc_{s.name}.png").stat().st_size > 1000
 
 
-def test_temperature_scaling_adds_scaled_ece(evaluated):
+def test_temperature_scaling_adds_scaled_ece(smoke_run, smoke_report):
     """T is the minimum of the val BCE; ece_scaled of the non-adaptive pass on clear, recomputed
     from predictions.npz with an independent binning."""
-    report = evaluated / "report"
+    assert Run(smoke_run).config["evaluation"]["temperature_scaling"]  # smoke.yaml turns it on
+    report = smoke_report
     results = json.loads((report / "results.json").read_text())
     t = results["temperature"]
     assert 0.05 <= t <= 20
@@ -303,6 +298,7 @@ def test_fit_temperature_is_the_minimum_of_the_bce():
     y = rng.random(z.shape) < expit(z / 2.5)  # the labels of logits 2.5 times too confident
     t = scores.fit_temperature(z, y)
     assert t == pytest.approx(2.5, rel=0.03)
+
     def argmin_bce(grid):
         return grid[int(np.argmin([np.mean(np.logaddexp(0, z / g) - y * z / g) for g in grid]))]
 
