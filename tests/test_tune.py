@@ -1,7 +1,8 @@
-"""`python -m tf_fusion.tune` on the smoke experiment: a 2+2-trial search finishes, every trial is
-an HParams session in TensorBoard with all its hyperparameters, the best values train as an
-experiment, a re-run resumes (also after a kill), a chief + 2 workers search on loopback runs each
-trial exactly once; bad search spaces are one-line errors."""
+"""`python -m tf_fusion.tune` on the smoke experiment: a 2+2-trial search, killed and resumed,
+finishes, every trial is an HParams session in TensorBoard with all its hyperparameters, the best
+values train as an experiment, a re-run resumes; a chief + 2 workers Hyperband search on loopback
+runs each trial exactly once and continues the trials it promotes; bad search spaces are one-line
+errors."""
 from __future__ import annotations
 
 import glob
@@ -68,10 +69,26 @@ ONE_SEARCH = pytest.mark.xdist_group("tune-search")  # the tests reading search_
 
 @pytest.fixture(scope="module")
 def search_run(cache, tmp_path_factory):
+    """A 2 + 2-trial search as a user may live it: `python -m tf_fusion.tune` killed (SIGKILL) as
+    soon as its first fusion trial is recorded, then the same command again (in-process)."""
     run = tmp_path_factory.mktemp("tune") / "run"
-    code, out = _tune(run, cache, "--max-trials", 2)
+    record = run / "tuning" / "fusion" / "trials-tuner0.jsonl"
+    with open(run.parent / "killed.log", "w") as log:
+        proc = subprocess.Popen(_cmd(run, cache, "--max-trials", 2), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if record.exists() and _jsonl([record]):
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        proc.wait()
+    at_kill = SimpleNamespace(trials=[r["trial_id"] for r in _jsonl([record])],
+                              best_yaml=(run / "tuning" / "best.yaml").exists(),
+                              stdout=(run.parent / "killed.log").read_text())
+    code, out = _tune(run, cache, "--max-trials", 2)  # the same command
     assert code == 0, out[-3000:]
-    return run, SimpleNamespace(stdout=out)
+    return run, SimpleNamespace(stdout=out, at_kill=at_kill)
 
 
 # ------------------------------------------------------------------------------ a search
@@ -79,10 +96,10 @@ def search_run(cache, tmp_path_factory):
 @ONE_SEARCH
 def test_search_finishes_with_progress_lines_and_best_files(search_run):
     run, proc = search_run
-    for stage in ("fusion", "ood"):
-        for trial in ("0", "1"):
-            assert f"{stage} trial {trial} on tuner0:" in proc.stdout
-    assert proc.stdout.count(" done in ") == 4
+    assert "fusion trial 0 on tuner0:" in proc.at_kill.stdout  # before the kill
+    for stage, trial in (("fusion", "1"), ("ood", "0"), ("ood", "1")):
+        assert f"{stage} trial {trial} on tuner0:" in proc.stdout
+    assert proc.stdout.count(" done in ") == 3
     best = json.loads((run / "tuning" / "best.json").read_text())
     assert best["fusion"]["objective"] == "val_robust_f1" and 0 <= best["fusion"]["value"] <= 1
     assert best["ood"]["objective"] == "val_auroc" and 0 <= best["ood"]["value"] <= 1
@@ -210,38 +227,13 @@ def test_another_search_in_the_same_folder_is_refused(search_run, cache, capsys)
 
 
 @pytest.mark.slow
-def test_resume_after_kill_runs_each_trial_once(cache, tmp_path):
-    run = tmp_path / "run"
-    cmd = _cmd(run, cache, "--max-trials", 2, "--set", "tuning.ood_max_trials=0")
-    record = run / "tuning" / "fusion" / "trials-tuner0.jsonl"
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if record.exists() and _jsonl([record]):
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    proc.wait()
-    done = [r["trial_id"] for r in _jsonl([record])]
-    assert done == ["0"] and not (run / "tuning" / "best.yaml").exists()
-    code, out = _tune(run, cache, "--max-trials", 2, "--set", "tuning.ood_max_trials=0")  # the same command, in-process
-    assert code == 0, out[-3000:]
-    assert "fusion: resuming, 1 trials already done" in out
-    assert sorted(r["trial_id"] for r in _jsonl([record])) == ["0", "1"]  # none twice, none lost
-    assert (run / "tuning" / "best.yaml").exists() and not (run / "tuning" / "ood").exists()
-
-
-@pytest.mark.slow
-def test_hyperband_continues_the_trials_it_promotes(cache, tmp_path):
-    run = tmp_path / "run"
-    code, out = _tune(run, cache, "--tuner", "hyperband", "--set", "tuning.epochs=2", "--set", "tuning.hyperband_factor=2",
-                      "--set", "tuning.ood_max_trials=0")
-    assert code == 0, out[-3000:]
+@ONE_SEARCH
+def test_resume_after_kill_runs_each_trial_once(search_run):
+    run, proc = search_run
+    assert proc.at_kill.trials == ["0"] and not proc.at_kill.best_yaml
+    assert "fusion: resuming, 1 trials already done" in proc.stdout
     rows = _jsonl([run / "tuning" / "fusion" / "trials-tuner0.jsonl"])
-    assert rows and all(r["status"] == "COMPLETED" for r in rows)
-    continued = [r["trial_id"] for r in rows if r["hyperparameters"].get("tuner/initial_epoch")]
-    assert continued  # trained on from the checkpoint of the trial it promotes: only its last epoch runs
-    assert f"fusion trial {continued[0]} epoch 2/2" in out and f"fusion trial {continued[0]} epoch 1/2" not in out
+    assert sorted(r["trial_id"] for r in rows) == ["0", "1"]  # none twice, none lost
     assert (run / "tuning" / "best.yaml").exists()
 
 
@@ -262,16 +254,26 @@ def _free_port_pair() -> int:
 
 
 @pytest.mark.slow
-def test_chief_and_two_workers_run_each_trial_exactly_once(cache, tmp_path):
+def test_chief_and_two_workers_run_hyperband_each_trial_exactly_once(cache, tmp_path):
+    """A Hyperband search on loopback: each trial runs once on one of the workers, and a trial
+    Hyperband promotes trains on from the checkpoint of the trial it continues (only its last
+    epoch runs), whichever worker wrote that checkpoint."""
     run = tmp_path / "run"
     port = _free_port_pair()
-    cmd = _cmd(run, cache, "--max-trials", 2, "--set", "tuning.ood_max_trials=1")
+    cmd = _cmd(run, cache, "--tuner", "hyperband", "--set", "tuning.epochs=2", "--set", "tuning.hyperband_factor=2",
+               "--set", "tuning.ood_max_trials=1")
+    # KerasTuner's chief, once a worker is told the stage is over, checks every 20 s whether the
+    # others are done; that wait (twice here) is the chief's only role in what this test checks, so
+    # its sleeps are capped at 0.5 s (the chief's command is otherwise the same)
+    chief = [sys.executable, "-c", "import runpy, time; sleep = time.sleep; "
+             "time.sleep = lambda s: sleep(min(s, 0.5)); runpy.run_module('tf_fusion.tune', run_name='__main__')",
+             *cmd[3:]]
     procs = {}
     for tuner_id in ("chief", "tuner0", "tuner1"):
         env = {**os.environ, "KERASTUNER_TUNER_ID": tuner_id, "KERASTUNER_ORACLE_IP": "127.0.0.1",
                "KERASTUNER_ORACLE_PORT": str(port)}
-        procs[tuner_id] = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                           text=True)
+        procs[tuner_id] = subprocess.Popen(chief if tuner_id == "chief" else cmd, cwd=REPO, env=env,
+                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     outs = {}
     try:
         for tuner_id, proc in procs.items():
@@ -283,12 +285,20 @@ def test_chief_and_two_workers_run_each_trial_exactly_once(cache, tmp_path):
     for tuner_id, proc in procs.items():
         assert proc.returncode == 0, f"{tuner_id}:\n{outs.get(tuner_id, '')[-4000:]}"
     tuning = run / "tuning"
-    for stage, n in (("fusion", 2), ("ood", 1)):
+    # Hyperband (Li et al.) with R = 2 epochs and η = 2: bracket s = 1 runs 2 trials for 1 epoch and
+    # promotes 1 to 2 epochs, bracket s = 0 runs 2 trials for 2 epochs — 5 fusion trials
+    for stage, n in (("fusion", 5), ("ood", 1)):
         rows = _jsonl(glob.glob(str(tuning / stage / "**" / "trials-*.jsonl"), recursive=True))
-        ids = sorted(r["trial_id"] for r in rows)
-        assert ids == [str(i) for i in range(n)], (stage, rows)  # each trial once, across the workers
+        ids = [r["trial_id"] for r in rows]
+        assert len(ids) == len(set(ids)) == n, (stage, rows)  # each trial once, across the workers
+        assert set(ids) == {p.name[len("trial_"):] for p in (tuning / stage).glob("**/trial_*")}
         assert {r["tuner_id"] for r in rows} <= {"tuner0", "tuner1"}  # the chief only serves the oracle
         assert all(r["status"] == "COMPLETED" for r in rows)
+    workers = outs["tuner0"] + outs["tuner1"]
+    fusion_rows = _jsonl(glob.glob(str(tuning / "fusion" / "trials-*.jsonl")))
+    continued = [r["trial_id"] for r in fusion_rows if r["hyperparameters"].get("tuner/initial_epoch")]
+    assert len(continued) == 1  # trained on from the checkpoint of the trial it promotes
+    assert f"fusion trial {continued[0]} epoch 2/2" in workers and f"fusion trial {continued[0]} epoch 1/2" not in workers
     assert "worker done" in outs["tuner0"] and "worker done" in outs["tuner1"]
     assert (tuning / "best.yaml").exists() and "best values:" in outs["chief"]
 
