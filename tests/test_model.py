@@ -218,6 +218,26 @@ def test_train_and_test_steps_run_each_branch_once_per_batch(monkeypatch):
     assert (len(counts["opt"]), len(counts["sar"]), len(head)) == (5, 5, 5 * len(PASSES))
 
 
+@pytest.mark.parametrize("cls", [FusionModel, EarlyFusionModel])
+def test_fit_traces_the_train_step_once_and_a_loaded_model_resumes_its_optimizer(cls, monkeypatch, tmp_path):
+    """compile creates the optimizer's slots (inside the first traced step they would make
+    TensorFlow trace it twice); a saved compiled model loads with its optimizer state."""
+    keras.utils.set_random_seed(0)
+    model = cls(backbone="tiny", num_classes=CLASSES, image_size=SIZE)
+    traces = []
+    step = model.train_step
+    monkeypatch.setattr(model, "train_step", lambda data: traces.append(data) or step(data))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x, y = _batch(8, seed=3)
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False)
+    assert len(traces) == 1
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert int(loaded.optimizer.iterations) == 4
+    for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 def test_zero_weight_passes_are_skipped():
     x, y = _batch(8, seed=5)
     baseline = _tiny(pass_weights=(2.0, 0.0, 0.0))

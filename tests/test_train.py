@@ -80,7 +80,7 @@ def test_console_line_shows_loss_parts_and_fused_f1(smoke_cache, tmp_path, capsy
     traces, step = [], FusionModel.train_step
     monkeypatch.setattr(FusionModel, "train_step", lambda self, data: traces.append(data) or step(self, data))
     assert _train(tmp_path / "run", smoke_cache, "--set", "training.epochs=2", "--set", "training.steps_per_epoch=2") == 0
-    # the three-pass step is traced once in the run (the optimizer's slots exist before it: see Task.compile)
+    # the three-pass step is traced once in the run (the optimizer's slots exist before it: FusionModel.compile)
     assert len(traces) == 1
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 1/2")]
     assert len(lines) == 1, lines

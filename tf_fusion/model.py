@@ -198,6 +198,19 @@ class ConfiguredModel(keras.Model):
     def from_config(cls, config, custom_objects=None):
         return cls(**config)
 
+    def compile(self, *args, **kwargs):
+        """Keras' compile, and the optimizer's slots created now: Keras leaves that to the first
+        traced train step (without a distribution strategy), and a variable created inside a
+        tf.function makes TensorFlow trace the three-pass step twice (3 of the 7.6 s first epoch
+        of a smoke run)."""
+        super().compile(*args, **kwargs)
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def compile_from_config(self, config):
+        """Loading a compiled model (Keras skips a custom `compile` unless this is given too)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
 
 @keras.saving.register_keras_serializable(package="tf_fusion")
 class FusionModel(ConfiguredModel):

@@ -4,7 +4,7 @@ its weight. Train, tune and (later) study build models, optimizers and datasets 
     task = Task(config, manifest)
     with task.strategy.scope():
         model = task.build_model()
-        task.compile(model)
+        model.compile(optimizer=task.build_optimizer())
     model.fit(task.train_dataset(epoch), validation_data=task.val_dataset(), ...)
 """
 from __future__ import annotations
@@ -96,13 +96,6 @@ class Task:
         if t["optimizer"] == "adamw":
             return keras.optimizers.AdamW(lr, weight_decay=t["weight_decay"])
         return keras.optimizers.SGD(lr, momentum=0.9, weight_decay=t["weight_decay"] or None)
-
-    def compile(self, model, epochs: int | None = None) -> None:
-        """``model.compile`` with `build_optimizer`, whose slots are created here: Keras leaves
-        that to the first traced train step (without a strategy), and a variable created in a
-        tf.function makes TensorFlow trace the step twice (3 of a smoke run's 7.6 s first epoch)."""
-        model.compile(optimizer=self.build_optimizer(epochs))
-        model.optimizer.build(model.trainable_variables)
 
     def _data_kwargs(self) -> dict:
         d = self.config["data"]

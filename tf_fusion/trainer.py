@@ -98,7 +98,7 @@ def train(config: dict, run_dir, log=print) -> dict:
         else:
             keras.utils.set_random_seed(t["seed"])
             model = task.build_model()
-            task.compile(model)
+            model.compile(optimizer=task.build_optimizer())
     resumed = f", resuming after epoch {done}" if done else ""
     log(f"training {config['name']}: {model.count_params():,} parameters, {task.num_classes} classes, "
         f"{task.steps_per_epoch} steps/epoch, {t['epochs']} epochs{resumed}; data {manifest.dir}, run {run.path}")

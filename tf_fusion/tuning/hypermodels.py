@@ -76,7 +76,7 @@ class FusionHyperModel(_TrialContext, kt.HyperModel):
         keras.utils.set_random_seed(t["seed"] + len(self.results))
         task = Task(config, self.manifest)
         model = task.build_model()
-        task.compile(model, self.epochs)
+        model.compile(optimizer=task.build_optimizer(self.epochs))
         return model
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
