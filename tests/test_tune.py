@@ -1,4 +1,4 @@
-"""`python -m tf_fusion.tune` on the smoke experiment: a 2+2-trial search, killed and resumed,
+"""`python -m tf_fusion.tune` on the smoke experiment: a 2+1-trial search, killed and resumed,
 finishes, every trial is an HParams session in TensorBoard with all its hyperparameters, the best
 values train as an experiment, a re-run resumes; a chief + 2 workers Hyperband search on loopback
 runs each trial exactly once and continues the trials it promotes; bad search spaces are one-line
@@ -64,17 +64,18 @@ def _tune(run_dir, cache, *extra):
     return code, out.getvalue()
 
 
+SEARCH = ("--max-trials", 2, "--set", "tuning.ood_max_trials=1")  # 2 fusion trials, 1 OOD-head trial
 ONE_SEARCH = pytest.mark.xdist_group("tune-search")  # the tests reading search_run share one worker, so one search
 
 
 @pytest.fixture(scope="module")
 def search_run(cache, tmp_path_factory):
-    """A 2 + 2-trial search as a user may live it: `python -m tf_fusion.tune` killed (SIGKILL) as
+    """A 2 + 1-trial search as a user may live it: `python -m tf_fusion.tune` killed (SIGKILL) as
     soon as its first fusion trial is recorded, then the same command again (in-process)."""
     run = tmp_path_factory.mktemp("tune") / "run"
     record = run / "tuning" / "fusion" / "trials-tuner0.jsonl"
     with open(run.parent / "killed.log", "w") as log:
-        proc = subprocess.Popen(_cmd(run, cache, "--max-trials", 2), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(_cmd(run, cache, *SEARCH), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
@@ -86,7 +87,7 @@ def search_run(cache, tmp_path_factory):
     at_kill = SimpleNamespace(trials=[r["trial_id"] for r in _jsonl([record])],
                               best_yaml=(run / "tuning" / "best.yaml").exists(),
                               stdout=(run.parent / "killed.log").read_text())
-    code, out = _tune(run, cache, "--max-trials", 2)  # the same command
+    code, out = _tune(run, cache, *SEARCH)  # the same command
     assert code == 0, out[-3000:]
     return run, SimpleNamespace(stdout=out, at_kill=at_kill)
 
@@ -97,9 +98,9 @@ def search_run(cache, tmp_path_factory):
 def test_search_finishes_with_progress_lines_and_best_files(search_run):
     run, proc = search_run
     assert "fusion trial 0 on tuner0:" in proc.at_kill.stdout  # before the kill
-    for stage, trial in (("fusion", "1"), ("ood", "0"), ("ood", "1")):
+    for stage, trial in (("fusion", "1"), ("ood", "0")):
         assert f"{stage} trial {trial} on tuner0:" in proc.stdout
-    assert proc.stdout.count(" done in ") == 3
+    assert proc.stdout.count(" done in ") == 2
     best = json.loads((run / "tuning" / "best.json").read_text())
     assert best["fusion"]["objective"] == "val_robust_f1" and 0 <= best["fusion"]["value"] <= 1
     assert best["ood"]["objective"] == "val_auroc" and 0 <= best["ood"]["value"] <= 1
@@ -169,13 +170,13 @@ def test_every_trial_is_an_hparams_session_with_every_hyperparameter(search_run)
     assert experiments[0][0] == FUSION_HPS | OOD_HPS and {"epoch_robust_f1", "epoch_auroc"} <= experiments[0][1]
     fusion = {k: v for k, v in sessions.items() if k.startswith("fusion")}
     ood = {k: v for k, v in sessions.items() if k.startswith("ood")}
-    assert len(fusion) == 2 and len(ood) == 2, sorted(sessions)
+    assert len(fusion) == 2 and len(ood) == 1, sorted(sessions)
     for hps in [h for _, h in fusion.values()]:
         assert set(hps) == FUSION_HPS and hps["w_fuse"] == 2.0
     for hps in [h for _, h in ood.values()]:
         assert set(hps) == OOD_HPS
     groups = [g for g, _ in sessions.values()]
-    assert len(set(groups)) == 4  # both stages number trials from 0: still four separate rows
+    assert len(set(groups)) == 3  # both stages number trials from 0: still separate rows
     # the objective of each trial is a scalar of its session, for the table and parallel coordinates
     for folder in fusion:
         assert len(_scalars(os.path.join(log_root, folder, "validation"), "epoch_robust_f1")) == 1
@@ -212,8 +213,8 @@ def test_rerun_resumes_instead_of_starting_over(search_run, cache):
     run, _ = search_run
     rows = lambda: _jsonl(glob.glob(str(run / "tuning" / "**" / "trials-*.jsonl"), recursive=True))  # noqa: E731
     before = rows()
-    code, out = _tune(run, cache, "--max-trials", 2)
-    assert code == 0 and "fusion: complete (2 trials)" in out and "ood: complete (2 trials)" in out
+    code, out = _tune(run, cache, *SEARCH)
+    assert code == 0 and "fusion: complete (2 trials)" in out and "ood: complete (1 trials)" in out
     assert rows() == before
 
 
@@ -221,7 +222,7 @@ def test_rerun_resumes_instead_of_starting_over(search_run, cache):
 def test_another_search_in_the_same_folder_is_refused(search_run, cache, capsys):
     """Only the trial counts may change."""
     run, _ = search_run
-    code, _ = _tune(run, cache, "--max-trials", 2, "--set", "tuning.fusion.w_opt.max=2.0")
+    code, _ = _tune(run, cache, *SEARCH, "--set", "tuning.fusion.w_opt.max=2.0")
     assert code == 2
     assert "holds a search of a different config (tuning.fusion.w_opt.max: 4.0 then, 2.0 now)" in capsys.readouterr().err
 
