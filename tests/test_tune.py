@@ -121,7 +121,7 @@ def test_search_finishes_with_progress_lines_and_best_files(search_run):
     config = space.apply(search, "fusion", space.from_hp_values("fusion", best["fusion"]["hyperparameters"]))
     model = Task(config, manifest).build_model()
     model.load_weights(run / "tuning" / "fusion" / f"trial_{best['fusion']['trial_id']}" / "checkpoint.weights.h5")
-    batches = list(make_dataset(manifest, "val", batch_size=64))
+    batches = list(make_dataset(manifest, "val", batch_size=64, image_size=config["data"]["image_size"]))
     y = np.concatenate([b[1].numpy() for b in batches])
     f1 = [f1_score(y, np.concatenate([np.asarray(model(gate_inputs(x, p.lambda_opt, p.lambda_sar))["probabilities"])
                                       for x, _ in batches]) > 0.5, average="samples", zero_division=0)
