@@ -107,9 +107,13 @@ def predict_scenarios(run: Run, baselines: dict | None = None, log=print, detect
                     for name, m in models.items()}
     outputs = {ADAPTIVE: "probabilities", **{p.method: p.output for p in PASSES}}
 
-    def dataset(subset):
-        return tfdata.make_dataset(manifest, subset, batch_size=ev["batch_size"], deterministic=True,
-                                   image_size=d["image_size"], resize_method=d["resize_method"])
+    made = {}
+
+    def dataset(subset):  # one pipeline per subset, iterated once by each scenario on it
+        if subset not in made:
+            made[subset] = tfdata.make_dataset(manifest, subset, batch_size=ev["batch_size"], deterministic=True,
+                                               image_size=d["image_size"], resize_method=d["resize_method"])
+        return made[subset]
 
     side = {"detector": chosen, "temperature": None}
     if ev["temperature_scaling"]:

@@ -34,6 +34,14 @@ def _figure(width: float, height: float, layout="constrained"):
     return Figure(figsize=(width, height), dpi=110, layout=layout)
 
 
+def _margins(fig, width: float, height: float, left: float, right: float, bottom: float, top: float,
+             wspace: float, hspace: float) -> None:
+    """A regular grid's margins in inches, set once: the constrained layout solver took most of
+    a grid figure's drawing time (an evaluation draws several, a study one per run)."""
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
+                        wspace=wspace, hspace=hspace)
+
+
 def _save(fig, path: str) -> str:
     from .atomic import write_with
 
@@ -46,7 +54,9 @@ def plot_entropy_histograms(entropy: Mapping, path: str, bins: int = 25) -> str:
     methods = ordered(entropy, METHODS)
     scen = ordered(dict.fromkeys(s for per in entropy.values() for s in per), SCENARIOS)
     nr, nc = max(len(scen), 1), max(len(methods), 1)
-    fig = _figure(2.3 * nc + 0.6, 1.55 * nr + 0.7)
+    width, height = 2.3 * nc + 0.6, 1.55 * nr + 0.7
+    fig = _figure(width, height, layout=None)
+    _margins(fig, width, height, left=0.62, right=0.12, bottom=0.45, top=0.7, wspace=0.1, hspace=0.12)
     # the same limits on every panel, set below, rather than shared axes: sharing links every
     # pair of the (scenarios × methods) panels and made drawing quadratic in their number
     axes = np.atleast_2d(fig.subplots(nr, nc, squeeze=False))
@@ -84,7 +94,7 @@ def plot_entropy_histograms(entropy: Mapping, path: str, bins: int = 25) -> str:
         ax.set_ylim(0, ymax)
         ax.set_xticks([0, 0.5, 1])
         ax.set_yticks(yticks)
-    fig.suptitle("Per-sample average entropy (fraction of samples per bin)", fontsize=10)
+    fig.suptitle("Per-sample average entropy (fraction of samples per bin)", fontsize=10, y=1 - 0.12 / height, va="top")
     return _save(fig, path)
 
 
@@ -95,7 +105,9 @@ def plot_reliability(reliability: Mapping, path: str, n_bins: int = 15) -> str:
     n = max(len(methods), 1)
     nc = min(n, 3)
     nr = int(math.ceil(n / nc))
-    fig = _figure(3.2 * nc, 3.1 * nr)
+    width, height = 3.2 * nc, 3.1 * nr
+    fig = _figure(width, height, layout=None)
+    _margins(fig, width, height, left=0.5, right=0.45, bottom=0.45, top=0.55, wspace=0.55, hspace=0.45)
     axes = fig.subplots(nr, nc, squeeze=False)
     for k, m in enumerate(methods):
         ax = axes[k // nc, k % nc]
@@ -166,11 +178,8 @@ def plot_detector_roc(curves: Mapping, path: str, title: str = "") -> str:
     nc = min(len(names), 4) or 1
     nr = int(math.ceil(len(names) / nc)) or 1
     width, height = 2.6 * nc, 2.5 * nr + 0.4
-    # a regular grid of shared axes: margins in inches, set once (the constrained layout solver
-    # took most of the figure's 1.5 s, and `evaluate --detectors` draws one per scenario)
     fig = _figure(width, height, layout=None)
-    fig.subplots_adjust(left=0.6 / width, right=1 - 0.1 / width, bottom=0.45 / height, top=1 - 0.5 / height,
-                        wspace=0.08, hspace=0.25)
+    _margins(fig, width, height, left=0.6, right=0.1, bottom=0.45, top=0.5, wspace=0.08, hspace=0.25)
     axes = fig.subplots(nr, nc, squeeze=False, sharex=True, sharey=True)
     for k, name in enumerate(names):
         ax = axes[k // nc, k % nc]
