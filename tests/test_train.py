@@ -1,6 +1,8 @@
 """`python -m tf_fusion.train --experiment smoke` end to end: it learns, logs, checkpoints, and a
 run interrupted at any write resumes to exactly the files of an uninterrupted run."""
+import contextlib
 import csv
+import io
 import json
 import os
 import shutil
@@ -8,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,6 +25,7 @@ from tf_fusion import atomic, train  # noqa: E402
 # A short deterministic run for the resume tests: 2 epochs of 3 steps, with dropout so that the
 # dropout generators' state matters (the second epoch is the one a resume must continue exactly).
 SHORT = ["--set", "training.epochs=2", "--set", "training.steps_per_epoch=3", "--set", "model.dropout=0.3"]
+ONE_REFERENCE = pytest.mark.xdist_group("train-reference")  # the tests reading `reference` share one worker, so one run
 
 
 def _history(run_dir):
@@ -70,19 +74,16 @@ def test_best_keras_is_the_best_epoch(smoke_run, smoke_data):
 
 
 @pytest.mark.slow
-def test_console_line_shows_loss_parts_and_fused_f1(smoke_cache, tmp_path, capsys, monkeypatch):
+@ONE_REFERENCE
+def test_console_line_shows_loss_parts_and_fused_f1(reference, smoke_cache, tmp_path, capsys):
     # a bad setting fails before anything is written, so the corrected command is not blocked
     assert _train(tmp_path / "run", smoke_cache, "--set", "data.batch_size=0") == 2
     assert "data.batch_size must be an integer >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
-    from tf_fusion.model import FusionModel
-
-    traces, step = [], FusionModel.train_step
-    monkeypatch.setattr(FusionModel, "train_step", lambda self, data: traces.append(data) or step(self, data))
-    assert _train(tmp_path / "run", smoke_cache, "--set", "training.epochs=2", "--set", "training.steps_per_epoch=2") == 0
-    # the three-pass step is traced once in the run (the optimizer's slots exist before it: FusionModel.compile)
-    assert len(traces) == 1
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 1/2")]
+    # the three-pass step is traced once in the 2-epoch run (the optimizer's slots exist before
+    # it: FusionModel.compile)
+    assert reference.traces == 1
+    lines = [line for line in reference.stdout.splitlines() if line.startswith("epoch 1/2")]
     assert len(lines) == 1, lines
     assert "(fuse " in lines[0] and "opt " in lines[0] and "sar " in lines[0] and "val F1 (samples)" in lines[0]
     assert "val_opt_f1_macro" not in lines[0]  # the other metrics stay in TensorBoard and history.csv
@@ -129,21 +130,27 @@ class Killed(BaseException):
 
 @pytest.fixture(scope="module")
 def reference(smoke_cache, tmp_path_factory):
-    """An uninterrupted SHORT run, and the number of files it publishes."""
+    """An uninterrupted SHORT run through `train.main`: its folder, the files it publishes in
+    order, what it printed and how often it traced FusionModel.train_step."""
+    from tf_fusion.model import FusionModel
+
     run = tmp_path_factory.mktemp("reference") / "run"
-    writes = []
-    original = atomic._publish
+    writes, traces = [], []
+    original, step = atomic._publish, FusionModel.train_step
 
     def counted(tmp, path):
         writes.append(os.path.relpath(path, run))
         return original(tmp, path)
 
     atomic._publish = counted
+    FusionModel.train_step = lambda self, data: traces.append(data) or step(self, data)
+    out = io.StringIO()
     try:
-        assert _train(run, smoke_cache, *SHORT) == 0
+        with contextlib.redirect_stdout(out):
+            assert _train(run, smoke_cache, *SHORT) == 0
     finally:
-        atomic._publish = original
-    return run, writes
+        atomic._publish, FusionModel.train_step = original, step
+    return SimpleNamespace(run=run, writes=writes, stdout=out.getvalue(), traces=len(traces))
 
 
 def _same_run(run, ref):
@@ -167,11 +174,12 @@ def _committed(run) -> int:
 
 
 @pytest.mark.slow
+@ONE_REFERENCE
 def test_a_kill_at_any_write_resumes_to_the_same_run(reference, smoke_cache, tmp_path):
     """One run killed at each write of an epoch boundary in turn (the second epoch's
     checkpoint, commit record, history and best model), then at each write after the last epoch
     (final model, summary), resumed after every kill: it ends as the uninterrupted run."""
-    ref, writes = reference
+    ref, writes = reference.run, reference.writes
     run = tmp_path / "run"
     # (file, epochs committed when it is written): the reference run's writes from epoch 2 on
     state, targets = 0, []
@@ -200,8 +208,9 @@ def test_a_kill_at_any_write_resumes_to_the_same_run(reference, smoke_cache, tmp
 
 
 @pytest.mark.slow
+@ONE_REFERENCE
 def test_kill_9_resumes_from_the_last_committed_epoch(reference, smoke_cache, tmp_path):
-    ref, _ = reference
+    ref = reference.run
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "tf_fusion.train", "--experiment", SMOKE, "--run-dir", str(run),
            *smoke_overrides(smoke_cache), *SHORT]
