@@ -304,6 +304,52 @@ def test_chief_and_two_workers_run_hyperband_each_trial_exactly_once(cache, tmp_
     assert (tuning / "best.yaml").exists() and "best values:" in outs["chief"]
 
 
+class _Scored(kt.HyperModel):
+    """A one-layer model whose score is its hyperparameter x: KerasTuner's loop, no training."""
+
+    def __init__(self):
+        super().__init__()
+        self.results, self.lines = [], []
+
+    def start_trial(self, trial_id, trial_dir):
+        self.results = []
+
+    def log(self, message):
+        self.lines.append(message)
+
+    def build(self, hp):
+        hp.Float("x", 0.0, 1.0)
+        return tf.keras.Sequential([tf.keras.Input((1,)), tf.keras.layers.Dense(1)])
+
+    def fit(self, hp, model, *args, **kwargs):
+        self.results.append(hp.get("x"))
+        return hp.get("x")
+
+
+def test_a_worker_told_to_wait_asks_again_after_a_growing_wait(tmp_path, monkeypatch):
+    """The oracle answers IDLE 7 times, then gives the search's one trial: the tuner waits
+    0.05 s before its second request, doubling up to 1 s, and not at all once a trial ran."""
+    from keras_tuner.engine import trial as kt_trial
+
+    from tf_fusion.tuning import search
+
+    tuning = {"tuner": "random", "seed": 0, "executions_per_trial": 1, "hyperband_factor": 3}
+    tuner = search.make_tuner("fusion", _Scored(), "score", "max", tuning, str(tmp_path), "p", max_trials=1,
+                              max_epochs=1)
+    real, answers, waits = tuner.oracle.create_trial, [], []
+
+    def create_trial(tuner_id):
+        trial = kt_trial.Trial(tuner.oracle.get_space(), status="IDLE") if len(answers) < 7 else real(tuner_id)
+        answers.append(str(getattr(trial.status, "value", trial.status)))
+        return trial
+
+    monkeypatch.setattr(tuner.oracle, "create_trial", create_trial)
+    monkeypatch.setattr(search.time, "sleep", waits.append)
+    tuner.search()
+    assert answers == ["IDLE"] * 7 + ["RUNNING", "STOPPED"]
+    assert waits == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+
+
 # ------------------------------------------------------------------------------ the search space
 def _config(*overrides):
     return cfg.load_experiment("smoke", list(overrides))
