@@ -53,6 +53,7 @@ def _check_f(y, p, threshold=0.5):
         for avg, v in ref.items():
             assert got[f"f{beta}_{avg}"] == pytest.approx(v, abs=1e-6), (beta, avg)
     assert set(got) == set(scores.F_METRICS)
+    assert scores.f1_samples(y, p, threshold) == pytest.approx(_fbeta_ref(y, pred, 1)["samples"], abs=1e-6)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

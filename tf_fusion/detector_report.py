@@ -38,8 +38,7 @@ FIT_METRICS = ("f1_samples", "map_macro")
 
 
 def _fit_metrics(labels, p) -> dict:
-    m = scores.mean_average_precision(labels, p)
-    return {"f1_samples": scores.f_scores(labels, p)["f1_samples"], "map_macro": m["map_macro"]}
+    return {"f1_samples": scores.f1_samples(labels, p), "map_macro": scores.mean_average_precision(labels, p)["map_macro"]}
 
 
 def compare(pred: dict, side: dict, names) -> dict:

@@ -58,6 +58,12 @@ def f_scores(y_true, p, threshold: float = 0.5) -> dict[str, float]:
     return out
 
 
+def f1_samples(y_true, p, threshold: float = 0.5) -> float:
+    """`f_scores`' ``f1_samples`` alone (one scikit-learn call instead of six)."""
+    y, q = _as_arrays(y_true, p)
+    return float(fbeta_score(y, binarize(q, threshold), beta=1, average="samples", zero_division=0))
+
+
 def mean_average_precision(y_true, p) -> dict:
     """Mean average precision of the class rankings, the reBEN / BigEarthNet v2 convention:
     ``map_macro`` (the mean of the per-class APs) and ``map_micro`` (one AP over all (sample,
