@@ -28,18 +28,18 @@ from . import scores
 from .protocol import METHODS, SCENARIOS, method_label, ordered, scenario_label
 
 
-def _figure(width: float, height: float, layout="constrained"):
+def _figure(width: float, height: float, grid: dict | None = None):
+    """A figure of width × height inches. ``grid``: a regular grid's margins in inches (left,
+    right, bottom, top) and its wspace/hspace, set once instead of the constrained layout solver,
+    which took most of a grid figure's drawing time (an evaluation draws several per run)."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=110, layout=layout)
-
-
-def _margins(fig, width: float, height: float, left: float, right: float, bottom: float, top: float,
-             wspace: float, hspace: float) -> None:
-    """A regular grid's margins in inches, set once: the constrained layout solver took most of
-    a grid figure's drawing time (an evaluation draws several, a study one per run)."""
-    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
-                        wspace=wspace, hspace=hspace)
+    if grid is None:
+        return Figure(figsize=(width, height), dpi=110, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=110)
+    fig.subplots_adjust(left=grid["left"] / width, right=1 - grid["right"] / width, bottom=grid["bottom"] / height,
+                        top=1 - grid["top"] / height, wspace=grid["wspace"], hspace=grid["hspace"])
+    return fig
 
 
 def _save(fig, path: str) -> str:
@@ -55,8 +55,7 @@ def plot_entropy_histograms(entropy: Mapping, path: str, bins: int = 25) -> str:
     scen = ordered(dict.fromkeys(s for per in entropy.values() for s in per), SCENARIOS)
     nr, nc = max(len(scen), 1), max(len(methods), 1)
     width, height = 2.3 * nc + 0.6, 1.55 * nr + 0.7
-    fig = _figure(width, height, layout=None)
-    _margins(fig, width, height, left=0.62, right=0.12, bottom=0.45, top=0.7, wspace=0.1, hspace=0.12)
+    fig = _figure(width, height, grid=dict(left=0.62, right=0.12, bottom=0.45, top=0.7, wspace=0.1, hspace=0.12))
     # the same limits on every panel, set below, rather than shared axes: sharing links every
     # pair of the (scenarios × methods) panels and made drawing quadratic in their number
     axes = np.atleast_2d(fig.subplots(nr, nc, squeeze=False))
@@ -106,8 +105,7 @@ def plot_reliability(reliability: Mapping, path: str, n_bins: int = 15) -> str:
     nc = min(n, 3)
     nr = int(math.ceil(n / nc))
     width, height = 3.2 * nc, 3.1 * nr
-    fig = _figure(width, height, layout=None)
-    _margins(fig, width, height, left=0.5, right=0.45, bottom=0.45, top=0.55, wspace=0.55, hspace=0.45)
+    fig = _figure(width, height, grid=dict(left=0.5, right=0.45, bottom=0.45, top=0.55, wspace=0.55, hspace=0.45))
     axes = fig.subplots(nr, nc, squeeze=False)
     for k, m in enumerate(methods):
         ax = axes[k // nc, k % nc]
@@ -178,8 +176,7 @@ def plot_detector_roc(curves: Mapping, path: str, title: str = "") -> str:
     nc = min(len(names), 4) or 1
     nr = int(math.ceil(len(names) / nc)) or 1
     width, height = 2.6 * nc, 2.5 * nr + 0.4
-    fig = _figure(width, height, layout=None)
-    _margins(fig, width, height, left=0.6, right=0.1, bottom=0.45, top=0.5, wspace=0.08, hspace=0.25)
+    fig = _figure(width, height, grid=dict(left=0.6, right=0.1, bottom=0.45, top=0.5, wspace=0.08, hspace=0.25))
     axes = fig.subplots(nr, nc, squeeze=False, sharex=True, sharey=True)
     for k, name in enumerate(names):
         ax = axes[k // nc, k % nc]

@@ -75,10 +75,9 @@ def mean_average_precision(y_true, p) -> dict:
     """
     y, q = _as_arrays(y_true, p)
     has = y.sum(axis=0) > 0
-    per_class = [None] * y.shape[1]
-    if has.any():  # one call for the classes with a positive (scikit-learn's per-column loop)
-        for c, v in zip(np.flatnonzero(has), np.atleast_1d(average_precision_score(y[:, has], q[:, has], average=None))):
-            per_class[c] = float(v)
+    # one scikit-learn call over the classes with a positive (it loops over the columns itself)
+    ap = iter(np.atleast_1d(average_precision_score(y[:, has], q[:, has], average=None)) if has.any() else ())
+    per_class = [float(next(ap)) if has[c] else None for c in range(y.shape[1])]
     present = [v for v in per_class if v is not None]
     return {"map_macro": float(np.mean(present)) if present else None,
             "map_micro": float(average_precision_score(y.ravel(), q.ravel())) if y.any() else None,
