@@ -75,6 +75,12 @@ def fresh(fresh_process):
 
 
 @pytest.fixture(scope="module")
+def loaded(exported):
+    """The exported SavedModel loaded once here, for the tests that only call its signatures."""
+    return tf.saved_model.load(str(exported[1]))
+
+
+@pytest.fixture(scope="module")
 def reference(exported, real):
     """The in-memory adaptive model on the same pairs, preprocessed by the training pipeline
     (records encoded as the builder writes them, parsed by `make_parse_fn`)."""
@@ -146,14 +152,12 @@ def test_missing_modality_has_p_exactly_zero(fresh):
     np.testing.assert_array_equal(fresh["probabilities"][5], np.full(fresh["probabilities"].shape[1], 0.5, np.float32))
 
 
-def test_other_signatures_agree(exported, real, fresh, reference):
-    _, model_dir = exported
-    model = tf.saved_model.load(str(model_dir))
+def test_other_signatures_agree(loaded, real, fresh, reference):
     raw = real[1]
-    u16 = model.signatures[serving.SIGNATURE_RAW_UINT16](**{k: tf.constant(v) for k, v in raw.items()})
+    u16 = loaded.signatures[serving.SIGNATURE_RAW_UINT16](**{k: tf.constant(v) for k, v in raw.items()})
     np.testing.assert_allclose(u16["probabilities"].numpy(), fresh["probabilities"], atol=1e-6)
     x = reference[1]
-    pre = model.signatures[serving.SIGNATURE_PREPROCESSED](
+    pre = loaded.signatures[serving.SIGNATURE_PREPROCESSED](
         s2=x["s2"], s1=x["s1"], optical_available=FLAGS[:, 0], sar_available=FLAGS[:, 1])
     np.testing.assert_allclose(pre["probabilities"].numpy(), fresh["probabilities"], atol=1e-5)
 
@@ -171,13 +175,11 @@ def _decode_like_tf_serving(text: str, signature):
 
 
 @pytest.mark.parametrize("fmt", ["instances", "inputs"])
-def test_rest_payloads_run_through_the_signature(exported, real, fresh, fmt):
-    _, model_dir = exported
-    model = tf.saved_model.load(str(model_dir))
+def test_rest_payloads_run_through_the_signature(loaded, real, fresh, fmt):
     payload = serving.rest_payload(real[1], fmt)
     assert payload["signature_name"] == "serving_default"
     text = json.dumps(payload)
-    signature = model.signatures[payload["signature_name"]]
+    signature = loaded.signatures[payload["signature_name"]]
     decoded = _decode_like_tf_serving(text, signature)
     for key, value in serving.check_inputs(real[1]).items():  # the server sees exactly the bands read
         np.testing.assert_array_equal(decoded[key], value, err_msg=key)
@@ -199,7 +201,7 @@ def test_rest_payloads_run_through_the_signature(exported, real, fresh, fmt):
     assert serving.rest_url("localhost:8501", "fusion", 2) == "http://localhost:8501/v1/models/fusion/versions/2:predict"
 
 
-def test_grpc_request_and_warmup_file(exported, real):
+def test_grpc_request_and_warmup_file(exported, loaded, real):
     pytest.importorskip("tensorflow_serving.apis", reason="tensorflow-serving-api (the `serving` extra) not installed")
     _, model_dir = exported
     request = serving.grpc_request(real[1], "fusion", version=1)
@@ -208,19 +210,18 @@ def test_grpc_request_and_warmup_file(exported, real):
     np.testing.assert_array_equal(tf.make_ndarray(request.inputs["B01"]), real[1]["B01"].astype(np.float32))
     from tensorflow_serving.apis import prediction_log_pb2
 
-    model = tf.saved_model.load(str(model_dir))
     logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
             for r in tf.data.TFRecordDataset(str(model_dir / export.WARMUP_FILE))]
     assert [log.predict_log.request.model_spec.signature_name for log in logs] == list(serving.SIGNATURES)
     for log in logs:
         request = log.predict_log.request
-        out = model.signatures[request.model_spec.signature_name](
+        out = loaded.signatures[request.model_spec.signature_name](
             **{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
         assert np.isfinite(out["probabilities"].numpy()).all()
 
 
 # ------------------------------------------------------------------------------ bad input
-def test_wrong_shapes_and_dtypes_are_clear_errors(exported, real):
+def test_wrong_shapes_and_dtypes_are_clear_errors(loaded, real):
     raw = real[1]
     cases = [({**raw, "B05": np.zeros((6, 120, 120), np.uint16)},
               r"input B05: shape \(6, 120, 120\), expected \[batch, 60, 60\]"),
@@ -236,8 +237,7 @@ def test_wrong_shapes_and_dtypes_are_clear_errors(exported, real):
         serving.check_inputs({**raw, "B02": raw["B02"].astype(np.float32)}, serving.SIGNATURE_RAW_UINT16)
 
     # the graph itself names the input, for requests that reach a server unchecked
-    model = tf.saved_model.load(str(exported[1]))
-    signature = model.signatures["serving_default"]
+    signature = loaded.signatures["serving_default"]
     x = {k: tf.constant(v.astype(np.float32)) for k, v in raw.items()}
     for bad, message in (({"B05": tf.zeros([6, 120, 120])}, r"input B05: expected shape \[batch, 60, 60\]"),
                          ({"VV": tf.zeros([5, 120, 120])}, "input VV: batch size differs"),
@@ -292,17 +292,16 @@ def test_predict_root_writes_csv_of_all_pairs(exported, real_examples, fresh, tm
     assert "no saved_model.pb" in capsys.readouterr().err
 
 
-def test_non_finite_optical_input_counts_as_missing(exported, real):
+def test_non_finite_optical_input_counts_as_missing(exported, loaded, real):
     """NaN or ±inf in the optical bands: never a NaN answer; exactly the answer with the optical
     flag at 0 (p_o = 0, Eq. 3 from SAR), on the raw and on the preprocessed signature."""
-    model = tf.saved_model.load(str(exported[1]))
     raw = {k: v.astype(np.float32) if k in serving.S2_BANDS else v for k, v in real[1].items()}
     raw["optical_available"], raw["sar_available"] = np.ones(6, np.float32), np.ones(6, np.float32)
     bad = {k: v.copy() for k, v in raw.items()}
     bad["B02"][0, 5, 5] = np.nan
     bad["B05"][1] = np.inf
     bad["B01"][2, 0, 0] = -np.inf
-    signature = model.signatures[serving.SIGNATURE_RAW]
+    signature = loaded.signatures[serving.SIGNATURE_RAW]
     got = {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in bad.items()}).items()}
     flagged = {**raw, "optical_available": np.array([0, 0, 0, 1, 1, 1], np.float32)}
     want = {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in flagged.items()}).items()}
@@ -313,7 +312,7 @@ def test_non_finite_optical_input_counts_as_missing(exported, real):
     rows = serving.describe(got, [f"c{i}" for i in range(got["probabilities"].shape[1])], bad)
     assert all("non-finite" in r["note"] for r in rows[:3]) and not any("non-finite" in r["note"] for r in rows[3:])
 
-    pre = model.signatures[serving.SIGNATURE_PREPROCESSED]
+    pre = loaded.signatures[serving.SIGNATURE_PREPROCESSED]
     image = Run(exported[0]).config["data"]["image_size"]
     s2 = np.zeros((2, image, image, 12), np.float32)
     s2[0, 0, 0, 0] = np.nan

@@ -172,12 +172,14 @@ def test_model_outputs():
 
 # --- Eq. 2 -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backbone,stage", [("tiny", 5), ("tiny", 3), pytest.param("resnet18", 3, marks=pytest.mark.slow)])
-def test_one_encoder_pass_gradient_equals_three_full_passes(backbone, stage):
+# stage 3: a shared trunk after the fusion point, run once per pass; tiny has batch norm as the
+# ResNets do, so the equality does not depend on the backbone
+@pytest.mark.parametrize("stage", [5, 3])
+def test_one_encoder_pass_gradient_equals_three_full_passes(stage):
     """Shared branches, the head (and below stage 5 the trunk) once per pass: the same loss and
     gradient as three full forward passes of the whole network (fp32, 1e-5)."""
     keras.utils.set_random_seed(0)
-    model = FusionModel(backbone=backbone, num_classes=CLASSES, image_size=SIZE, pass_weights=(2.0, 1.0, 1.0),
+    model = FusionModel(backbone="tiny", num_classes=CLASSES, image_size=SIZE, pass_weights=(2.0, 1.0, 1.0),
                         fusion_stage=stage)
     x, y = _batch(8, seed=3)
     weights = model.trainable_weights

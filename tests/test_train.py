@@ -175,42 +175,12 @@ def _committed(run) -> int:
 
 @pytest.mark.slow
 @ONE_REFERENCE
-def test_a_kill_at_any_write_resumes_to_the_same_run(reference, smoke_cache, tmp_path):
-    """One run killed at each write of an epoch boundary in turn (the second epoch's
-    checkpoint, commit record, history and best model), then at each write after the last epoch
+def test_a_kill_9_and_a_kill_at_any_write_resume_to_the_same_run(reference, smoke_cache, tmp_path):
+    """`python -m tf_fusion.train` killed (SIGKILL) once its first epoch is committed, then the
+    same command killed at each write of an epoch boundary in turn (the second epoch's
+    checkpoint, commit record, history and best model) and at each write after the last epoch
     (final model, summary), resumed after every kill: it ends as the uninterrupted run."""
     ref, writes = reference.run, reference.writes
-    run = tmp_path / "run"
-    # (file, epochs committed when it is written): the reference run's writes from epoch 2 on
-    state, targets = 0, []
-    for w in writes:
-        if w in ("final.keras", "summary.json") or (state == 1 and w.startswith("state/")) or (state == 2 and w in ("history.csv", "best.keras")):
-            targets.append((w, state))
-        if w.endswith("state.json"):
-            state += 1
-    assert [w for w, _ in targets] == ["state/epoch-00002.keras", "state/state.json", "history.csv", "best.keras",
-                                       "final.keras", "summary.json"], targets
-    original = atomic._publish
-    for target in targets:
-        def maybe_kill(tmp, path, target=target):
-            if (os.path.relpath(path, run), _committed(run)) == target:
-                raise Killed(path)
-            return original(tmp, path)
-
-        atomic._publish = maybe_kill
-        try:
-            with pytest.raises(Killed):
-                _train(run, smoke_cache, *SHORT)
-        finally:
-            atomic._publish = original
-    assert _train(run, smoke_cache, *SHORT) == 0
-    _same_run(run, ref)
-
-
-@pytest.mark.slow
-@ONE_REFERENCE
-def test_kill_9_resumes_from_the_last_committed_epoch(reference, smoke_cache, tmp_path):
-    ref = reference.run
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "tf_fusion.train", "--experiment", SMOKE, "--run-dir", str(run),
            *smoke_overrides(smoke_cache), *SHORT]
@@ -222,7 +192,30 @@ def test_kill_9_resumes_from_the_last_committed_epoch(reference, smoke_cache, tm
             break
         time.sleep(0.01)
     proc.wait()
-    assert not (run / "summary.json").exists()
+    assert proc.returncode == -signal.SIGKILL and not (run / "summary.json").exists()
+    killed_at = _committed(run)  # 1, unless the kill came after the second epoch's commit
+    # (file, epochs committed when it is written): the reference run's writes from epoch 2 on
+    state, targets = 0, []
+    for w in writes:
+        if w in ("final.keras", "summary.json") or (state == 1 and w.startswith("state/")) or (state == 2 and w in ("history.csv", "best.keras")):
+            targets.append((w, state))
+        if w.endswith("state.json"):
+            state += 1
+    assert [w for w, _ in targets] == ["state/epoch-00002.keras", "state/state.json", "history.csv", "best.keras",
+                                       "final.keras", "summary.json"], targets
+    original = atomic._publish
+    for target in [t for t in targets if t[1] >= killed_at]:
+        def maybe_kill(tmp, path, target=target):
+            if (os.path.relpath(path, run), _committed(run)) == target:
+                raise Killed(path)
+            return original(tmp, path)
+
+        atomic._publish = maybe_kill
+        try:
+            with pytest.raises(Killed):
+                _train(run, smoke_cache, *SHORT)
+        finally:
+            atomic._publish = original
     assert _train(run, smoke_cache, *SHORT) == 0
     _same_run(run, ref)
 
