@@ -71,6 +71,7 @@ class _FullDisk:
         return f
 
 
+@pytest.mark.slow  # a failed build and its resume, twice
 @pytest.mark.parametrize("room", [1_500_000, 3_000_000])
 def test_full_disk_is_one_line_and_the_build_resumes_byte_identically(synth_v1, reference, tmp_path, monkeypatch, room):
     out = tmp_path / "out"

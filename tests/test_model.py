@@ -228,6 +228,7 @@ def test_train_and_test_steps_run_each_branch_once_per_batch(monkeypatch):
     assert (len(counts["opt"]), len(counts["sar"]), len(head)) == (5, 5, 5 * len(PASSES))
 
 
+@pytest.mark.slow  # two fits and a resume
 @pytest.mark.parametrize("cls", [FusionModel, EarlyFusionModel])
 def test_fit_traces_the_train_step_once_and_a_loaded_model_resumes_its_optimizer(cls, monkeypatch, tmp_path):
     """compile creates the optimizer's slots (inside the first traced step they would make
