@@ -137,6 +137,7 @@ def _read_only(out, monkeypatch):
         monkeypatch.setattr(module, "open", open_, raising=False)
 
 
+@pytest.mark.slow  # a failed build and its resume
 def test_read_only_out_is_one_line_and_the_build_resumes_byte_identically(synth_v1, reference, tmp_path, monkeypatch):
     out = tmp_path / "fresh"
     out.mkdir()

@@ -1,4 +1,4 @@
-"""SamplesFBeta against scikit-learn (the logged micro/macro scores are checked in test_model)."""
+"""FScores, the validation F-scores, against scikit-learn (test_model checks them as logged by fit)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 keras = pytest.importorskip("keras")
 from sklearn.metrics import fbeta_score  # noqa: E402
 
-from tf_fusion.metrics import SamplesFBeta  # noqa: E402
+from tf_fusion.metrics import FScores  # noqa: E402
 
 
 def _cases():
@@ -31,31 +31,40 @@ def _cases():
     }
 
 
+def _sklearn(y_true, y_prob, zero_division=0.0, sample_weight=None, prefix=""):
+    pred = (y_prob > 0.5).astype(int)
+    return {f"{prefix}f{beta}_{average}": fbeta_score(
+        y_true, pred, beta=beta, average=average, sample_weight=sample_weight,
+        zero_division=zero_division if average == "samples" else 0.0)  # micro/macro: Keras' convention, 0
+        for beta in (1, 2) for average in ("samples", "micro", "macro")}
+
+
 @pytest.mark.parametrize("case", list(_cases()))
-@pytest.mark.parametrize("beta", [1.0, 2.0])
 @pytest.mark.parametrize("zero_division", [0.0, 1.0])
-def test_samples_fbeta_matches_sklearn(case, beta, zero_division):
+def test_f_scores_match_sklearn(case, zero_division):
     y_true, y_prob = _cases()[case]
-    expected = fbeta_score(y_true, (y_prob > 0.5).astype(int), beta=beta, average="samples",
-                           zero_division=zero_division)
-    metric = SamplesFBeta(beta=beta, threshold=0.5, zero_division=zero_division)
-    # Accumulated over uneven batches, the result is the mean over all samples.
+    metric = FScores(y_true.shape[1], zero_division=zero_division)
+    # Accumulated over uneven batches, the result is that of all samples at once.
     for start, stop in ((0, 1), (1, 3), (3, len(y_true))):
         metric.update_state(y_true[start:stop], y_prob[start:stop])
-    np.testing.assert_allclose(float(metric.result()), expected, atol=1e-6)
+    got = {k: float(v) for k, v in metric.result().items()}
+    expected = _sklearn(y_true, y_prob, zero_division)
+    assert list(got) == list(expected)  # the documented names, in history.csv's order
+    for name, want in expected.items():
+        np.testing.assert_allclose(got[name], want, atol=1e-6, err_msg=name)
     metric.reset_state()
-    assert float(metric.result()) == 0.0
+    assert all(float(v) == 0.0 for v in metric.result().values())
 
 
-def test_samples_fbeta_sample_weight_and_config():
+def test_f_scores_sample_weight_prefix_and_config():
     y_true, y_prob = _cases()["random"]
     w = np.random.default_rng(1).random(len(y_true)).astype("float32")
-    expected = fbeta_score(y_true, (y_prob > 0.5).astype(int), beta=2.0, average="samples",
-                           sample_weight=w, zero_division=0.0)
-    metric = SamplesFBeta(beta=2.0)
+    metric = FScores(y_true.shape[1], prefix="opt_")
     metric.update_state(y_true, y_prob, sample_weight=w)
-    np.testing.assert_allclose(float(metric.result()), expected, atol=1e-6)
-    assert metric.name == "f2_samples"
+    got = metric.result()
+    for name, want in _sklearn(y_true, y_prob, sample_weight=w, prefix="opt_").items():
+        np.testing.assert_allclose(float(got[name]), want, atol=1e-6, err_msg=name)
+    assert metric.name == "opt_f_scores"
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
-    assert isinstance(clone, SamplesFBeta)
+    assert isinstance(clone, FScores)
     assert clone.get_config() == metric.get_config()

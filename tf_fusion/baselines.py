@@ -21,8 +21,9 @@ import tensorflow as tf
 from keras import layers, ops
 
 from .backbones import build_backbone
-from .model import (INPUT_KEYS, ConfiguredModel, Gate, check_dropout, f_metrics, gate_inputs, minimize,
-                    model_inputs, per_sample_bce, probabilities, regularization, sample_weights)
+from .metrics import FScores
+from .model import (INPUT_KEYS, ConfiguredModel, Gate, check_dropout, gate_inputs, minimize,
+                    metric_logs, model_inputs, per_sample_bce, probabilities, regularization, sample_weights)
 
 
 class SinglePassModel(ConfiguredModel):
@@ -32,7 +33,7 @@ class SinglePassModel(ConfiguredModel):
 
     def _init_metrics(self, num_classes: int) -> None:
         self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.val_metrics = f_metrics("", num_classes)
+        self.val_metrics = FScores(num_classes)
 
     def _feed(self, x, training):
         if "lambda_opt" not in x or "lambda_sar" not in x:
@@ -62,15 +63,14 @@ class SinglePassModel(ConfiguredModel):
         sw = sample_weights(sample_weight)
         probs = self._forward(x, training=False)
         self.loss_tracker.update_state(per_sample_bce(y, probs), sample_weight=sw)
-        for m in self.val_metrics:
-            m.update_state(y, probs, sample_weight=sw)
-        return {m.name: m.result() for m in self.metrics}
+        self.val_metrics.update_state(y, probs, sample_weight=sw)
+        return metric_logs(self.metrics)
 
     @property
     def metrics(self):
         if not hasattr(self, "val_metrics"):  # during the functional __init__
             return []
-        return [self.loss_tracker, *self.val_metrics]
+        return [self.loss_tracker, self.val_metrics]
 
 
 @keras.saving.register_keras_serializable(package="tf_fusion")

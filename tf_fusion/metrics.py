@@ -1,70 +1,87 @@
-"""Multi-label metrics Keras lacks: the samples-averaged F-beta score."""
+"""The validation F-scores of one set of predictions, in one Keras metric."""
 from __future__ import annotations
 
 import keras
 from keras import ops
 
+from .scores import F_METRICS
+
 
 @keras.saving.register_keras_serializable(package="tf_fusion")
-class SamplesFBeta(keras.metrics.Metric):
-    """Samples-averaged F-beta of multi-label predictions at a fixed threshold.
+class FScores(keras.metrics.Metric):
+    """F1 and F2 of multi-label predictions at a fixed threshold, samples-, micro- and
+    macro-averaged: ``result()`` is ``{prefix + name: value for name in F_METRICS}``.
 
-    For every sample, over its classes: ``pred = y_pred > threshold`` (strictly greater, the same
-    convention as ``keras.metrics.FBetaScore``), ``tp, fp, fn`` counted against ``y_true`` and
+    A class is predicted where ``y_pred > threshold`` (strictly greater, as
+    ``keras.metrics.FBetaScore``). One update counts, per class, the (``sample_weight``-weighted)
+    true positives, false positives and false negatives, and sums each sample's F-beta:
 
-        F_beta = (1 + beta²)·tp / ((1 + beta²)·tp + beta²·fn + fp),
+    * ``samples``: the mean over samples of (1 + β²)·tp / ((1 + β²)·tp + β²·fn + fp), that is
+      ``sklearn.metrics.fbeta_score(..., average="samples", zero_division=zero_division)``: a
+      sample with no true and no predicted label scores ``zero_division``;
+    * ``micro`` and ``macro``: ``keras.metrics.FBetaScore``'s formula (precision and recall with
+      its epsilon) on the counts summed over classes, or per class and then averaged.
 
-    then the (optionally ``sample_weight``-weighted) mean over all samples seen. This is
-    ``sklearn.metrics.fbeta_score(y_true, pred, beta=beta, average="samples",
-    zero_division=zero_division)`` (scikit-learn ≥ 1.3): a sample whose denominator is 0 — no true
-    and no predicted label — scores ``zero_division`` (default 0.0, scikit-learn's default);
-    every other sample without a true positive (only false positives or only false negatives)
-    scores 0.
-
-    State is a running weighted sum of per-sample scores and a running weight (sample count),
-    both ``aggregation="sum"`` variables, so the result is exact under ``tf.distribute``
-    strategies (replica states are summed when read).
+    One metric instead of six separate ones: the predictions are thresholded and counted once,
+    which keeps the traced validation step and the model's construction small. Every state
+    variable is a sum (``aggregation="sum"``), so the result is exact under ``tf.distribute``.
     """
 
-    def __init__(self, beta: float = 1.0, threshold: float = 0.5, zero_division: float = 0.0,
-                 name: str | None = None, dtype=None):
-        if beta <= 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
+    def __init__(self, num_classes: int, threshold: float = 0.5, zero_division: float = 0.0,
+                 prefix: str = "", name: str | None = None, dtype=None):
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {threshold}")
-        super().__init__(name=name or f"f{beta:g}_samples", dtype=dtype)
-        self.beta = float(beta)
-        self.threshold = float(threshold)
-        self.zero_division = float(zero_division)
-        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        super().__init__(name=name or f"{prefix}f_scores", dtype=dtype)
+        self.num_classes, self.threshold = int(num_classes), float(threshold)
+        self.zero_division, self.prefix = float(zero_division), prefix
+        self.betas = tuple(sorted({float(n[1]) for n in F_METRICS}))
+        counts = dict(shape=(self.num_classes,), initializer="zeros")
+        self.true_positives = self.add_variable(name="true_positives", **counts)
+        self.false_positives = self.add_variable(name="false_positives", **counts)
+        self.false_negatives = self.add_variable(name="false_negatives", **counts)
+        self.samples_total = self.add_variable(shape=(len(self.betas),), initializer="zeros", name="samples_total")
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true = ops.cast(ops.convert_to_tensor(y_true), self.dtype)
         pred = ops.cast(ops.greater(ops.convert_to_tensor(y_pred), self.threshold), self.dtype)
-        tp = ops.sum(pred * y_true, axis=-1)
-        fp = ops.sum(pred * (1.0 - y_true), axis=-1)
-        fn = ops.sum((1.0 - pred) * y_true, axis=-1)
-        b2 = self.beta ** 2
-        num = (1.0 + b2) * tp
-        den = num + b2 * fn + fp
-        score = ops.where(den > 0, num / ops.maximum(den, 1e-12),
-                          ops.cast(self.zero_division, self.dtype))
         if sample_weight is None:
-            weight = ops.ones_like(score)
+            weight = ops.ones_like(y_true[:, :1])
         else:
-            weight = ops.broadcast_to(ops.reshape(ops.cast(sample_weight, self.dtype), (-1,)),
-                                      ops.shape(score))
-        self.total.assign_add(ops.sum(score * weight))
+            weight = ops.reshape(ops.cast(sample_weight, self.dtype), (-1, 1))
+        hits = pred * y_true
+        tp, predicted, true = (ops.sum(v * weight, axis=0) for v in (hits, pred, y_true))
+        self.true_positives.assign_add(tp)
+        self.false_positives.assign_add(predicted - tp)
+        self.false_negatives.assign_add(true - tp)
+        # per sample [B, 1]: tp, fp, fn; the scores of every beta at once [B, len(betas)]
+        tp, predicted, true = (ops.sum(v, axis=-1, keepdims=True) for v in (hits, pred, y_true))
+        b2 = ops.convert_to_tensor([[beta ** 2 for beta in self.betas]], self.dtype)
+        num = (1.0 + b2) * tp
+        den = num + b2 * (true - tp) + (predicted - tp)
+        scores = ops.where(den > 0, num / ops.maximum(den, 1e-12), ops.cast(self.zero_division, self.dtype))
+        self.samples_total.assign_add(ops.sum(scores * weight, axis=0))
         self.count.assign_add(ops.sum(weight))
 
     def result(self):
-        return ops.divide_no_nan(self.total, self.count)
+        # keras.metrics.FBetaScore's formula, on [micro counts, per-class counts] and every beta at once
+        eps = keras.backend.epsilon()
+        tp, fp, fn = (ops.concatenate([ops.sum(v, keepdims=True), v])
+                      for v in (self.true_positives, self.false_positives, self.false_negatives))
+        precision, recall = tp / (tp + fp + eps), tp / (tp + fn + eps)
+        b2 = ops.convert_to_tensor([[beta ** 2] for beta in self.betas], self.dtype)
+        f = precision * recall / (b2 * precision + recall + eps) * (1.0 + b2)  # [betas, 1 + C]
+        samples = ops.divide_no_nan(self.samples_total, self.count)
+        macro = ops.mean(f[:, 1:], axis=1)
+        values = {}
+        for i, beta in enumerate(self.betas):
+            values.update({f"f{beta:g}_samples": samples[i], f"f{beta:g}_micro": f[i, 0], f"f{beta:g}_macro": macro[i]})
+        return {self.prefix + name: values[name] for name in F_METRICS}
 
     def reset_state(self):
-        self.total.assign(ops.zeros_like(self.total))
-        self.count.assign(ops.zeros_like(self.count))
+        for v in self.variables:
+            v.assign(ops.zeros(v.shape, v.dtype))
 
     def get_config(self):
-        return {"name": self.name, "dtype": self.dtype, "beta": self.beta,
-                "threshold": self.threshold, "zero_division": self.zero_division}
+        return {"name": self.name, "dtype": self.dtype, "num_classes": self.num_classes,
+                "threshold": self.threshold, "zero_division": self.zero_division, "prefix": self.prefix}

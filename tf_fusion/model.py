@@ -24,11 +24,10 @@ import tensorflow as tf
 from keras import layers, ops
 
 from .backbones import FINAL_STAGE, build_branch, build_trunk
-from .metrics import SamplesFBeta
+from .metrics import FScores
 from .passes import PASSES
 
 INPUT_KEYS = ("s2", "s1", "lambda_opt", "lambda_sar")
-F_METRICS = tuple(f"f{beta}_{average}" for beta in (1, 2) for average in ("samples", "micro", "macro"))
 
 
 @keras.saving.register_keras_serializable(package="tf_fusion")
@@ -100,24 +99,13 @@ def per_sample_bce(y_true, y_prob):
     return keras.losses.binary_crossentropy(ops.cast(y_true, "float32"), ops.cast(y_prob, "float32"))
 
 
-def f_metrics(prefix: str = "", num_classes: int | None = None) -> list[keras.metrics.Metric]:
-    """F1 and F2 at threshold 0.5 with samples, micro and macro averaging, named ``{prefix}f1_samples`` …
-
-    With ``num_classes`` their state variables are created now (under the caller's strategy
-    scope) rather than lazily inside the first traced step, in a replica context."""
-    out = []
-    for name in F_METRICS:
-        beta, average = float(name[1]), name.split("_")[1]
-        if average == "samples":
-            out.append(SamplesFBeta(beta=beta, threshold=0.5, name=prefix + name))
-        else:
-            out.append(keras.metrics.FBetaScore(average=average, beta=beta, threshold=0.5, name=prefix + name))
-    if num_classes is not None:
-        empty = np.zeros((1, num_classes), "float32")
-        for m in out:
-            m.update_state(empty, empty)
-            m.reset_state()
-    return out
+def metric_logs(metrics) -> dict:
+    """{name: value} of ``metrics``' results, a metric with several results (`FScores`) flattened."""
+    logs = {}
+    for m in metrics:
+        result = m.result()
+        logs.update(result if isinstance(result, dict) else {m.name: result})
+    return logs
 
 
 def sample_weights(sample_weight):
@@ -262,7 +250,7 @@ class FusionModel(ConfiguredModel):
         # === Metrics ===
         self.loss_trackers = {name: keras.metrics.Mean(name=name)
                               for name in ("loss", *(f"loss_{p.name}" for p in PASSES))}
-        self.val_metrics = {p.name: f_metrics(p.prefix, num_classes) for p in PASSES}
+        self.val_metrics = {p.name: FScores(num_classes, prefix=p.prefix) for p in PASSES}
 
     # --- the passes --------------------------------------------------------------------------
 
@@ -340,12 +328,11 @@ class FusionModel(ConfiguredModel):
         self.loss_trackers["loss"].update_state(self._weighted_total(per_sample), sample_weight=sw)
         for name, value in per_sample.items():
             self.loss_trackers[f"loss_{name}"].update_state(value, sample_weight=sw)
-            for m in self.val_metrics[name]:
-                m.update_state(y, probs[name], sample_weight=sw)
-        return {m.name: m.result() for m in self.metrics}
+            self.val_metrics[name].update_state(y, probs[name], sample_weight=sw)
+        return metric_logs(self.metrics)
 
     @property
     def metrics(self):
         if not hasattr(self, "val_metrics"):  # during the functional __init__
             return []
-        return [*self.loss_trackers.values(), *(m for ms in self.val_metrics.values() for m in ms)]
+        return [*self.loss_trackers.values(), *self.val_metrics.values()]

@@ -6,7 +6,7 @@ Conventions shared by every function here:
 * ``p``: float array ``[N, C]``, per-class probabilities of the positive label; the classes are
   independent Bernoulli variables (multi-label, one sigmoid per class).
 * A class is predicted positive when ``p > threshold`` (strictly greater, the same convention as
-  :class:`tf_fusion.metrics.SamplesFBeta` and ``keras.metrics.FBetaScore``).
+  :class:`tf_fusion.metrics.FScores` and ``keras.metrics.FBetaScore``).
 * Entropies are in bits: a single Bernoulli prediction has entropy in ``[0, 1]``.
 
 Exact offline F-scores and ranking scores are computed with scikit-learn itself (the project's

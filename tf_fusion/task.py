@@ -43,8 +43,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 def monitor_names(config: dict) -> list[str]:
     """The validation metrics `training.monitor` may name for this model kind."""
-    from .model import F_METRICS
     from .passes import PASSES
+    from .scores import F_METRICS
 
     if config["model"]["kind"] != "late_fusion":
         return ["val_loss", *(f"val_{m}" for m in F_METRICS)]
