@@ -81,12 +81,15 @@ def run_module(*args, check=True) -> subprocess.CompletedProcess:
     return proc
 
 
+SYNTH_PAIRS = 48  # pairs in each of the session's synthetic archives
+
+
 @pytest.fixture(scope="session")
 def synth_v1(tmp_path_factory):
     from tfrecords_builder.synth import write_archive
 
     out = tmp_path_factory.mktemp("synth") / "v1"
-    return write_archive(str(out), "v1", 48, seed=3)
+    return write_archive(str(out), "v1", SYNTH_PAIRS, seed=3)
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +97,7 @@ def synth_v2(tmp_path_factory):
     from tfrecords_builder.synth import write_archive
 
     out = tmp_path_factory.mktemp("synth") / "v2"
-    return write_archive(str(out), "v2", 48, seed=4)
+    return write_archive(str(out), "v2", SYNTH_PAIRS, seed=4)
 
 
 @pytest.fixture(scope="session")

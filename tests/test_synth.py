@@ -13,13 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 
+from conftest import SYNTH_PAIRS
 from tfrecords_builder import layout as L
 from tfrecords_builder import load_manifest, synth
 from tfrecords_builder.nomenclature import Partition
 from tfrecords_builder.synth import pixels, writer
 from tfrecords_builder.nomenclature import BAND_DTYPE, BAND_SIZE, CLASS_NAMES, CORINE_43_TO_19, S1_BANDS, labels_from_43
 
-PAIRS = 40
+PAIRS = 40  # the regional archives written below
 SEED = 7
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "bigearthnet"
 
@@ -30,14 +31,15 @@ S2_JSON_KEYS = ["labels", "coordinates", "projection", "tile_source", "acquisiti
 S1_JSON_KEYS = ["labels", "coordinates", "projection", "corresponding_s2_patch", "scene_source", "acquisition_time"]
 
 
-@pytest.fixture(scope="module")
-def v1(tmp_path_factory):
-    return synth.write_archive(str(tmp_path_factory.mktemp("v1") / "archive"), "v1", PAIRS, SEED)
+@pytest.fixture
+def v1(synth_v1):
+    """The session's synthetic v1 archive (conftest), read here, never changed."""
+    return synth_v1
 
 
-@pytest.fixture(scope="module")
-def v2(tmp_path_factory):
-    return synth.write_archive(str(tmp_path_factory.mktemp("v2") / "archive"), "v2", PAIRS, SEED)
+@pytest.fixture
+def v2(synth_v2):
+    return synth_v2
 
 
 def _root(info):
@@ -98,8 +100,8 @@ def test_refuses_existing_archive(tmp_path):
 def test_kinds_and_summary(v1, v2):
     for info in (v1, v2):
         kinds = [p["kind"] for p in info["pairs"]]
-        assert len(kinds) == PAIRS
-        assert kinds.count("clean") >= PAIRS / 2
+        assert len(kinds) == SYNTH_PAIRS
+        assert kinds.count("clean") >= len(kinds) / 2
         kinds_written = {"clean", "ood_train", "ood_test", "mixed", "no_label", "cloudy", "very_cloudy", "snow"}
         expected = kinds_written - ({"no_label"} if info["layout"] == "v2" else set())
         assert set(kinds) == expected
@@ -263,14 +265,14 @@ def test_profile_matches_real_example(v1, tmp_path):
 # (that the same arguments give the same archive: test_default_archive_is_the_recorded_one)
 @pytest.mark.slow
 def test_deterministic_across_workers(v1, tmp_path):
-    again = synth.write_archive(str(tmp_path / "v1"), "v1", PAIRS, SEED, workers=2, progress=True)
+    again = synth.write_archive(str(tmp_path / "v1"), "v1", SYNTH_PAIRS, v1["seed"], workers=2, progress=True)
     assert _digests(_root(again)) == _digests(_root(v1))
     regional = [synth.write_archive(str(tmp_path / f"r{w}"), "v2", 24, SEED, workers=w, regions=3) for w in (1, 2)]
     assert _digests(_root(regional[0])) == _digests(_root(regional[1]))
 
 
 def test_another_seed_gives_other_pixels(v1, tmp_path):
-    other = synth.write_archive(str(tmp_path / "other"), "v1", PAIRS, SEED + 1)
+    other = synth.write_archive(str(tmp_path / "other"), "v1", SYNTH_PAIRS, v1["seed"] + 1)
     mine, theirs = _digests(_root(v1)), _digests(_root(other))
     assert set(mine.values()).isdisjoint(v for k, v in theirs.items() if k.endswith(".tif"))
 
