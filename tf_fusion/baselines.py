@@ -23,7 +23,7 @@ from keras import layers, ops
 from .backbones import build_backbone
 from .metrics import FScores
 from .model import (INPUT_KEYS, ConfiguredModel, Gate, check_dropout, gate_inputs, minimize,
-                    metric_logs, model_inputs, per_sample_bce, probabilities, regularization, sample_weights)
+                    model_inputs, per_sample_bce, probabilities, regularization, sample_weights)
 
 
 class SinglePassModel(ConfiguredModel):
@@ -64,7 +64,7 @@ class SinglePassModel(ConfiguredModel):
         probs = self._forward(x, training=False)
         self.loss_tracker.update_state(per_sample_bce(y, probs), sample_weight=sw)
         self.val_metrics.update_state(y, probs, sample_weight=sw)
-        return metric_logs(self.metrics)
+        return self.get_metrics_result()
 
     @property
     def metrics(self):

@@ -34,7 +34,7 @@ class FScores(keras.metrics.Metric):
         super().__init__(name=name or f"{prefix}f_scores", dtype=dtype)
         self.num_classes, self.threshold = int(num_classes), float(threshold)
         self.zero_division, self.prefix = float(zero_division), prefix
-        self.betas = tuple(sorted({float(n[1]) for n in F_METRICS}))
+        self.betas = tuple(sorted({float(n.split("_")[0][1:]) for n in F_METRICS}))  # "f2_micro" → 2.0
         counts = dict(shape=(self.num_classes,), initializer="zeros")
         self.true_positives = self.add_variable(name="true_positives", **counts)
         self.false_positives = self.add_variable(name="false_positives", **counts)

@@ -99,15 +99,6 @@ def per_sample_bce(y_true, y_prob):
     return keras.losses.binary_crossentropy(ops.cast(y_true, "float32"), ops.cast(y_prob, "float32"))
 
 
-def metric_logs(metrics) -> dict:
-    """{name: value} of ``metrics``' results, a metric with several results (`FScores`) flattened."""
-    logs = {}
-    for m in metrics:
-        result = m.result()
-        logs.update(result if isinstance(result, dict) else {m.name: result})
-    return logs
-
-
 def sample_weights(sample_weight):
     return None if sample_weight is None else ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
 
@@ -329,7 +320,7 @@ class FusionModel(ConfiguredModel):
         for name, value in per_sample.items():
             self.loss_trackers[f"loss_{name}"].update_state(value, sample_weight=sw)
             self.val_metrics[name].update_state(y, probs[name], sample_weight=sw)
-        return metric_logs(self.metrics)
+        return self.get_metrics_result()  # FScores' six values flattened, in self.metrics' order
 
     @property
     def metrics(self):
