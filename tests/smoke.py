@@ -5,7 +5,7 @@ for all xdist workers, the run and what derives from it on the one worker of the
 group (the README's `--dist loadgroup`).
 
 Tests must not change these folders; a test that needs to break something copies them first.
-Training (and the 400-pair build) is the slow part of the suite: every test that uses them is
+Training (and the 392-pair build) is the slow part of the suite: every test that uses them is
 marked `slow` here, so `pytest -m "not slow"` (the inner loop) stays fast.
 """
 from __future__ import annotations

@@ -1,4 +1,6 @@
 """Experiments: YAML + base chain + --set overrides; every unknown name or key is a clear error."""
+import json
+
 import pytest
 
 from tf_fusion import config as cfg
@@ -46,7 +48,7 @@ def test_yaml_file_with_typo_and_base_chain(tmp_path):
     good = tmp_path / "mine.yaml"
     good.write_text("base: smoke\ntraining:\n  epochs: 1\n")
     c = cfg.load_experiment(str(good))
-    assert c["name"] == "mine" and c["training"]["epochs"] == 1 and c["data"]["synthetic"]["pairs"] == 400
+    assert c["name"] == "mine" and c["training"]["epochs"] == 1 and c["data"]["synthetic"]["pairs"] == 392
     # a resolved config, written as a run writes it, reads back unchanged through the same loader
     from tf_fusion.atomic import write_yaml
 
@@ -79,3 +81,66 @@ def test_shipped_experiments_are_within_the_ranges():
 
     for path in glob.glob(os.path.join(cfg.EXPERIMENTS_DIR, "*.yaml")):
         cfg.validate(cfg.load_experiment(path))
+
+
+# ------------------------------------------------------------------------------------ every rule
+# Settings that are free-form (names, paths) or checked as a whole elsewhere in `validate` (lists,
+# the partition) rather than by a rule of RULES; every other setting must have a rule.
+_FREE_FORM = {"name", "description", "data.dir", "data.cache_dir", "training.monitor", "evaluation.baseline_experiment"}
+_ALSO = {"ood.knn_reference": ["ood.knn_k=1"]}  # a value of the rule is only valid beside these
+
+
+def _leaves(node, prefix=""):
+    for key, value in node.items():
+        if isinstance(value, dict) and key not in ("partition", "tuning"):
+            yield from _leaves(value, f"{prefix}{key}.")
+        elif key != "tuning":
+            yield f"{prefix}{key}", value
+
+
+def _examples(rule):
+    """(values the rule must refuse, values it must accept), derived from the rule alone."""
+    refused, accepted = [], []
+    for option in rule if isinstance(rule, tuple) else (rule,):
+        if isinstance(option, cfg.Range):
+            step = 1 if option.integer else 0.5
+            if option.lo is not None:
+                refused.append(option.lo if option.lo_open else option.lo - step)
+                accepted.append(option.lo + step if option.lo_open else option.lo)
+            if option.hi is not None:
+                refused.append(option.hi if option.hi_open else option.hi + step)
+                accepted.append(option.hi - step if option.hi_open else option.hi)
+            if option.integer:
+                refused.append((option.lo or 0) + 1.5)
+        else:
+            accepted.append(option)
+    if not any(isinstance(o, cfg.Range) for o in (rule if isinstance(rule, tuple) else (rule,))):
+        refused.append("no-such-value")
+    return refused, accepted
+
+
+def test_every_numeric_or_enumerated_setting_has_a_rule():
+    """A numeric setting (or one whose default is null) without a rule would take any value."""
+    missing = [key for key, value in _leaves(cfg.DEFAULTS) if key not in cfg.RULES and key not in _FREE_FORM
+               and (value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)))]
+    assert missing == []
+
+
+@pytest.mark.parametrize("key", sorted(cfg.RULES))
+def test_each_rule_refuses_what_is_outside_it_in_one_line_naming_the_key(key):
+    """Generated from RULES itself, so a rule added later is tested without a new case: values
+    just outside each bound (and a non-integer, a non-member) are refused in one line naming the
+    key; the bounds themselves (and each member) are accepted."""
+    refused, accepted = _examples(cfg.RULES[key])
+    assert refused
+    for value in refused:
+        with pytest.raises(cfg.ConfigError) as e:
+            cfg.load_experiment("smoke", [f"{key}={json.dumps(value)}", *_ALSO.get(key, [])])
+        message = str(e.value)
+        assert message.startswith(f"{key} must ") and "\n" not in message, message
+    for value in accepted:
+        config = cfg.load_experiment("smoke", [f"{key}={json.dumps(value)}", *_ALSO.get(key, [])])
+        node = config
+        for part in key.split("."):
+            node = node[part]
+        assert node == value

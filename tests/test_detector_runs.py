@@ -292,6 +292,75 @@ def test_temperature_scaling_adds_scaled_ece(smoke_run, smoke_report):
         "ood_classes", {})
 
 
+def _logits(run, subset, gates):
+    """(logits [N, C] of the fusion head at ``gates``, labels) of a subset, straight from the
+    run's best.keras: the branches and the head called here, not through the detector code."""
+    from tf_fusion import data as tfdata
+
+    fusion, d = run.load_model(), run.config["data"]
+    out, labels = [], []
+    for x, y in tfdata.make_dataset(run.manifest(), subset, batch_size=64, deterministic=True,
+                                    image_size=d["image_size"], resize_method=d["resize_method"]):
+        n = len(y)
+        z = [fusion.encoder_opt(x["s2"], training=False), fusion.encoder_sar(x["s1"], training=False)]
+        lam = [tf.fill((n, 1), np.float32(g)) for g in gates]
+        out.append(np.asarray(fusion.fusion_head([*z, *lam], training=False), np.float64))
+        labels.append(y.numpy())
+    return np.concatenate(out), np.concatenate(labels)
+
+
+def _grid_temperature(z, y):
+    """argmin over T of the mean BCE of sigmoid(z / T): a log grid over [0.05, 20], then a fine
+    linear grid around its best point (plain NumPy)."""
+    def bce(t):
+        return np.mean(np.logaddexp(0.0, z / t) - y * z / t)
+
+    coarse = np.exp(np.linspace(np.log(0.05), np.log(20.0), 801))
+    i = int(np.argmin([bce(t) for t in coarse]))
+    fine = np.linspace(coarse[max(i - 1, 0)], coarse[min(i + 1, len(coarse) - 1)], 801)
+    return float(fine[int(np.argmin([bce(t) for t in fine]))])
+
+
+def test_the_temperature_is_fitted_on_val(smoke_run, smoke_report, smoke_data):
+    """results.json's T is the BCE minimum over the fused pass's logits on `val` (recomputed here
+    from the saved model with a NumPy grid), not on `test`; the smoke build's val and test
+    differ (in size too), so a T fitted on the wrong subset shows."""
+    assert smoke_data.subset_size("val") != smoke_data.subset_size("test")
+    run = Run(smoke_run)
+    t = json.loads((smoke_report / "results.json").read_text())["temperature"]
+    expected = _grid_temperature(*_logits(run, "val", (1.0, 1.0)))
+    on_test = _grid_temperature(*_logits(run, "test", (1.0, 1.0)))
+    assert abs(expected - on_test) > 5e-3  # the fixture tells the subsets apart
+    assert t == pytest.approx(expected, abs=1e-3)
+
+
+def test_the_calibrators_are_fitted_on_val_against_ood_val(smoke_run, smoke_report):
+    """max_logit has nothing to fit before calibration: its raw score (the largest logit of the
+    modality's single-modality pass) on `val` and `ood_val`, computed here from the saved model,
+    fitted with scikit-learn's balanced logistic regression on the standardised score, gives the
+    saved calibrator's p (and one fitted on `test` instead would not)."""
+    from sklearn.linear_model import LogisticRegression
+
+    run = Run(smoke_run)
+    for modality, gates in (("optical", (1.0, 0.0)), ("sar", (0.0, 1.0))):
+        raw = {s: _logits(run, s, gates)[0].max(axis=1) for s in ("val", "ood_val", "test")}
+
+        def sklearn_p(inside, grid):
+            s = np.concatenate([raw[inside], raw["ood_val"]])
+            y = np.r_[np.ones(len(raw[inside])), np.zeros(len(raw["ood_val"]))]
+            mean, std = s.mean(), s.std()
+            lr = LogisticRegression(class_weight="balanced").fit(((s - mean) / std)[:, None], y)
+            if lr.coef_[0, 0] < 0:  # ranks OOD above in-distribution: the documented constant 0.5
+                return np.full(len(grid), 0.5)
+            return lr.predict_proba(((grid - mean) / std)[:, None])[:, 1]
+
+        _, calibrator = detectors.load(run.path, "max_logit", modality, detector_runs.settings(run.config))
+        grid = np.concatenate([raw["val"], raw["ood_val"], raw["test"]])
+        expected = sklearn_p("val", grid)
+        assert np.abs(sklearn_p("test", grid) - expected).max() > 0.01, modality  # a leak would show
+        np.testing.assert_allclose(calibrator(grid), expected, atol=1e-4, err_msg=modality)
+
+
 def test_fit_temperature_is_the_minimum_of_the_bce():
     rng = np.random.default_rng(0)
     z = rng.normal(0, 4, (40000, 3))

@@ -179,7 +179,8 @@ def test_one_encoder_pass_gradient_equals_three_full_passes(stage):
     """Shared branches, the head (and below stage 5 the trunk) once per pass: the same loss and
     gradient as three full forward passes of the whole network (fp32, 1e-5)."""
     keras.utils.set_random_seed(0)
-    model = FusionModel(backbone="tiny", num_classes=CLASSES, image_size=SIZE, pass_weights=(2.0, 1.0, 1.0),
+    weights_eq2 = (2.0, 0.5, 1.5)  # w_opt ≠ w_sar: a pass weighted by the other's weight shows
+    model = FusionModel(backbone="tiny", num_classes=CLASSES, image_size=SIZE, pass_weights=weights_eq2,
                         fusion_stage=stage)
     x, y = _batch(8, seed=3)
     weights = model.trainable_weights
@@ -187,7 +188,7 @@ def test_one_encoder_pass_gradient_equals_three_full_passes(stage):
     with tf.GradientTape() as tape:  # reference: the full model, three times
         bce = keras.losses.BinaryCrossentropy()
         ref = sum(w * bce(y, model(gate_inputs(x, lo, ls), training=True)["probabilities"])
-                  for w, (lo, ls) in zip((2.0, 1.0, 1.0), GATES[:3]))
+                  for w, (lo, ls) in zip(weights_eq2, GATES[:3]))
     ref_grads = tape.gradient(ref, weights)
 
     with tf.GradientTape() as tape:
@@ -200,6 +201,34 @@ def test_one_encoder_pass_gradient_equals_three_full_passes(stage):
     for g, r, v in zip(grads, ref_grads, weights):
         assert g is not None, v.path
         np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=1e-5, rtol=1e-5, err_msg=v.path)
+
+
+def test_eq2_weights_come_from_the_config_by_pass_name():
+    """The model `Task` builds from `training.pass_weights` {fuse: 2, opt: 0.5, sar: 1.5} has the
+    Eq. 2 loss 2·BCE_fused + 0.5·BCE_optical + 1.5·BCE_SAR, each BCE computed in NumPy from the
+    network's output at that gate setting (λ_opt, λ_sar) = (1, 1), (1, 0), (0, 1)."""
+    from types import SimpleNamespace
+
+    from tf_fusion import config as cfg
+    from tf_fusion.task import Task
+
+    config = cfg.load_experiment("smoke", ["training.pass_weights={fuse: 2, opt: 0.5, sar: 1.5}",
+                                           f"data.image_size={SIZE}", "model.dropout=0.0"])
+    manifest = SimpleNamespace(in_distribution_classes=lambda: [f"class {i}" for i in range(CLASSES)],
+                               subset_size=lambda subset: 64)
+    keras.utils.set_random_seed(0)
+    model = Task(config, manifest).build_model()
+    x, y = _batch(8, seed=5)
+
+    def bce(p):  # mean over classes, Keras' clipping of probabilities to [1e-7, 1 - 1e-7]
+        p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
+        return -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=1)
+
+    out = {gates: model(gate_inputs(x, *gates), training=False)["probabilities"] for gates in GATES[:3]}
+    expected = (2.0 * bce(out[(1.0, 1.0)]) + 0.5 * bce(out[(1.0, 0.0)]) + 1.5 * bce(out[(0.0, 1.0)])).mean()
+    loss, per_sample = model.compute_eq2_loss(x, y, training=False)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(per_sample["sar"]), bce(out[(0.0, 1.0)]), rtol=1e-5)
 
 
 def _count_calls(monkeypatch, layer) -> list:

@@ -1,7 +1,9 @@
 """`python -m tf_fusion.study`: the plan of runs, one command per run, a 2-seed study whose table
 shows mean ± std, and a rerun that trains nothing again."""
+import json
 import os
 
+import numpy as np
 import pytest
 
 from smoke import smoke_overrides
@@ -59,9 +61,34 @@ def test_a_two_seed_study_reports_mean_and_std_and_skips_finished_runs(smoke_cac
     for name in ("gated-stage5-seed0", "late_fusion-seed1"):
         assert (folder / "runs" / name / "summary.json").exists()
     assert (folder / "runs" / "gated-stage5-seed1" / "report" / "predictions.npz").exists()
+    _check_mean_and_std(folder)
     mtimes = {p: os.stat(p).st_mtime_ns for p in folder.glob("runs/*/final.keras")}
     capsys.readouterr()
     assert study.main(args) == 0
     out = capsys.readouterr().out
     assert out.count("nothing to do") == 4 and out.count("already evaluated") == 2
     assert {p: os.stat(p).st_mtime_ns for p in folder.glob("runs/*/final.keras")} == mtimes
+
+
+def _check_mean_and_std(folder):
+    """Every F1 (samples) and entropy cell of the study's results.json is the mean and sample
+    std (ddof 1) of the two seed runs' own report/results.json, recomputed here; the seeds differ,
+    so some std is above 0."""
+    study = json.loads((folder / "report" / "results.json").read_text())
+    seeds = [json.loads((folder / "runs" / f"gated-stage5-seed{k}" / "report" / "results.json").read_text())
+             for k in (0, 1)]
+    checked, spread = 0, 0
+    for method, per_scenario in seeds[0]["methods"].items():
+        for scenario, metrics in per_scenario.items():
+            for metric in ("f1_samples", "avg_entropy"):
+                values = [s["methods"][method][scenario].get(metric) for s in seeds]
+                if any(v is None for v in values):
+                    continue
+                cell = study["methods"][method][scenario][metric]
+                assert cell["mean"] == pytest.approx(np.mean(values), abs=1e-12), (method, scenario, metric)
+                assert cell["std"] == pytest.approx(np.std(values, ddof=1), abs=1e-12), (method, scenario, metric)
+                checked, spread = checked + 1, spread + (cell["std"] > 0)
+    assert checked >= 20 and spread > 0 and study["n_seeds"] == 2
+    stage = study["stages"]["stage_5"]["clear"]["f1_samples"]
+    values = [s["methods"]["adaptive"]["clear"]["f1_samples"] for s in seeds]
+    assert stage == {"mean": pytest.approx(np.mean(values)), "std": pytest.approx(np.std(values, ddof=1))}

@@ -5,7 +5,8 @@ Evaluation runs these scenarios, the report prints them in this order with these
 published figures (`paper_figures`) are keyed by the same names. No TensorFlow here: the report
 and its CLI read results without it.
 
-The protocol (the authors' released code, DESIGN.md §2):
+The protocol (Gawlikowski et al.'s released code and the extension's evaluation; the README's
+"OOD detectors, adaptive prediction, evaluation" section):
 - a missing modality is zeros in place of its normalised input, and its availability is 0: the
   gated methods close its gate (λ = 0, and p = 0 for it in Eq. 3), EmbraceNet gives it selection
   probability 0, the baselines without a gate (early and late fusion) see the zeros;
