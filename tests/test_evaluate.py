@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import f1_score, fbeta_score, roc_auc_score
 
 tf = pytest.importorskip("tensorflow")
-from tf_fusion import evaluate  # noqa: E402
+from tf_fusion import evaluate, shifts  # noqa: E402
 from tf_fusion.passes import PASSES  # noqa: E402
 from tf_fusion.protocol import reported, scenario_by_name, scenarios  # noqa: E402
 from tf_fusion.runs import Run  # noqa: E402
@@ -123,7 +123,7 @@ def test_scenarios_change_the_inputs_as_documented():
          "s1": tf.constant(rng.normal(3.0, 0.1, size=(64, 8, 8, 2)), tf.float32)}
     changes = set()
     for s in scenarios(cfg.load_experiment("smoke", ["evaluation.additive_noise=[2.0]"])):
-        out = evaluate.apply_scenario(x, s, seed=(3, 4))
+        out = shifts.apply_scenario(x, s, seed=(3, 4))
         if s.change is None:
             assert out is x
             continue
@@ -139,7 +139,7 @@ def test_scenarios_change_the_inputs_as_documented():
         else:
             delta = got - x[key].numpy()
             assert abs(delta.mean()) < 0.05 and delta.std() == pytest.approx(2.0, rel=0.03)
-        np.testing.assert_array_equal(evaluate.apply_scenario(x, s, seed=(3, 4))[key].numpy(), got)
+        np.testing.assert_array_equal(shifts.apply_scenario(x, s, seed=(3, 4))[key].numpy(), got)
     assert changes == {"missing", "replaced", "noise"}
 
 

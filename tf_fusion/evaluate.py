@@ -23,27 +23,13 @@ import numpy as np
 
 from . import atomic, cli, scores
 from .passes import FUSED, PASSES
-from .protocol import (ADAPTIVE, BASELINES, EMBRACENET, INPUT_KEY, METHODS, OPTICAL, REFERENCE, SAR,
+from .protocol import (ADAPTIVE, BASELINES, EMBRACENET, METHODS, OPTICAL, REFERENCE, SAR,
                        ordered, reported, run_method, scenario_by_name, scenarios)
 from .runs import REPORT, Run, RunError
+from .shifts import apply_scenario, gate_availability
 
 PREDICTIONS = "predictions.npz"
 RESULTS = "results.json"
-
-
-def apply_scenario(inputs: dict, scenario, seed):
-    """The scenario's change to a batch of normalised inputs (stateless noise from ``seed``):
-    a missing modality becomes zeros, a corrupted one N(0, 1) noise, a noisy one gets Gaussian
-    noise of std ``scenario.strength`` added; the other modality is untouched."""
-    import tensorflow as tf
-
-    if scenario.change is None:
-        return inputs
-    key = INPUT_KEY[scenario.modality]
-    x = inputs[key]
-    noise = tf.random.stateless_normal(tf.shape(x), seed=seed, dtype=x.dtype)
-    changed = {"missing": tf.zeros_like(x), "replaced": noise, "noise": x + scenario.strength * noise}[scenario.change]
-    return {**inputs, key: changed}
 
 
 def baselines_of(pairs) -> dict:
@@ -77,7 +63,7 @@ def predict_scenarios(run: Run, baselines: dict | None = None, log=print, detect
     from tfrecords_builder import ManifestError
 
     from . import data as tfdata
-    from . import detector_runs
+    from . import detector_runs, gate_check
     from .adaptive import BINARY_HEAD, build_adaptive_model
     from .model import gate_inputs
     from .ood import train_ood_heads
@@ -115,7 +101,7 @@ def predict_scenarios(run: Run, baselines: dict | None = None, log=print, detect
                                                image_size=d["image_size"], resize_method=d["resize_method"])
         return made[subset]
 
-    side = {"detector": chosen, "temperature": None}
+    side = {"detector": chosen, "temperature": None, "gate_check": gate_check.check(run, predict, manifest, log)}
     if ev["temperature_scaling"]:
         logits, labels = [], []
         with tfdata.shard_errors(manifest, ["val"]):
@@ -188,14 +174,6 @@ def temperature_results(results: dict, pred: dict, side: dict, config: dict) -> 
             if method in arrays:
                 results["methods"][method][name]["ece_scaled"] = scores.expected_calibration_error(
                     arrays["labels"], p, config["evaluation"]["ece_bins"])
-
-
-def gate_availability(x: dict, optical: float, sar: float) -> dict:
-    """The adaptive graph's inputs: images plus per-sample availability flags."""
-    from .model import gate_inputs
-
-    gated = gate_inputs(x, optical, sar)
-    return {"s2": x["s2"], "s1": x["s1"], "optical_available": gated["lambda_opt"], "sar_available": gated["lambda_sar"]}
 
 
 def compute_results(pred: dict, config: dict, classes) -> dict:
@@ -278,7 +256,7 @@ def evaluate(run_dir, baselines=(), seed_dirs=(), detectors=None, log=print) -> 
                                                  "runs": [r.path for r in runs]}
     if len(runs) > 1 and first_side["temperature"] is not None:
         results["temperature"] = [r["temperature"] for r in per_seed]
-    results.update(run=os.path.abspath(runs[0].path), detector=first_side["detector"],
+    results.update(run=os.path.abspath(runs[0].path), detector=first_side["detector"], gate_check=first_side["gate_check"],
                    baselines={name: os.path.abspath(r.path) for name, r in others.items()})
     out = runs[0].file(REPORT)
     atomic.write_json(os.path.join(out, RESULTS), results)

@@ -252,8 +252,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     def job():
-        heads = train_ood_heads(Run.finished_run(args.run))
+        run = Run.finished_run(args.run)
+        heads = train_ood_heads(run)
         print(f"val AUROC optical {heads[OPTICAL][1]:.4f}, sar {heads[SAR][1]:.4f}")
+        from .gate_check import check_run
+
+        check_run(run)
 
     return cli.run(job)
 

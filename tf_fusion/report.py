@@ -19,6 +19,7 @@ from typing import Mapping
 import numpy as np
 
 from . import paper_figures as pf
+from .gate_check import render as render_gate
 from .protocol import METHODS, SCENARIOS, method_label, ordered, scenario_label
 
 METRICS = ("f1_samples", "f1_micro", "f1_macro", "f2_samples", "f2_micro", "f2_macro", "map_macro", "map_micro",
@@ -287,8 +288,11 @@ def render_findings(results: Mapping) -> str:
 
 
 def render_markdown(results: Mapping, title: str = "Results") -> str:
-    """The complete ``table.md``: title, table, the paper's findings checked, and the legend."""
-    return f"# {title}\n\n{render_table(results)}\n{render_findings(results)}\n{_legend(results)}"
+    """The complete ``table.md``: title, table, the paper's findings checked, the gate's check on
+    validation data (`tf_fusion.gate_check`) and the legend."""
+    gate = render_gate(results.get("gate_check"))
+    return (f"# {title}\n\n{render_table(results)}\n{render_findings(results)}\n" + (f"{gate}\n" if gate else "")
+            + _legend(results))
 
 
 def write_table(results: Mapping, out_dir: str, title: str = "Results") -> str:
