@@ -133,13 +133,14 @@ class OutputLock:
 
 
 def this_command() -> str:
-    """How this process was started, shortly: 'python -m tf_fusion.train', 'python script.py'."""
+    """How this process was started, shortly: 'python -m tf_fusion.train', 'python script.py',
+    'python -c', 'pytest' (a console script)."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name:
         return f"python -m {spec.name.removesuffix('.__main__')}"
-    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
-    return f"python {os.path.basename(argv0)}".strip() if argv0 else "python"
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return f"python {script}" if script.endswith(".py") or script == "-c" else script or "python"
 
 
 def describe(holder: dict) -> str:
