@@ -5,7 +5,12 @@ import json
 import os
 import pathlib
 import re
+import signal
+import subprocess
+import sys
 import tarfile
+import threading
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 
-from conftest import SYNTH_PAIRS
+from conftest import REPO, SYNTH_PAIRS
 from tfrecords_builder import layout as L
 from tfrecords_builder import load_manifest, synth
 from tfrecords_builder.nomenclature import Partition
@@ -373,6 +378,60 @@ def test_cached_build_named_reused_resumed_and_rewritten_for_another_generator(t
     out = synth.ensure_synthetic_build(cache, "v1", 24, 0, partition=custom, **quiet)
     assert out == str(cache / f"synthetic-v1-24-seed0-g{version + 1}-{tag}" / "tfrecords")
     assert load_manifest(out, partition=custom).partition == custom
+
+
+_ENSURE = ("import sys\nfrom tfrecords_builder import ensure_synthetic_build\n"
+           "print('result', ensure_synthetic_build(sys.argv[1], 'v1', 40, 5, workers=1, progress=False), flush=True)\n")
+
+
+@pytest.mark.slow
+def test_two_processes_needing_one_fresh_cache_wait_and_share_it(tmp_path):
+    """Two processes need the same fresh cache entry: one makes it, the other says whom it waits
+    for and then uses it; no traceback, and the archive is never visible half-written (a reader
+    polling the entry sees CACHE/NAME/archive only complete). A synthesis cut short before
+    (a leftover of the archive written aside) starts again."""
+    cache = tmp_path / "cache"
+    entry = cache / f"synthetic-v1-40-seed5-g{synth.GENERATOR_VERSION}"
+    (entry / ".archive.tmp" / "BigEarthNet-v1.0").mkdir(parents=True)  # an interrupted synthesis
+    archive, seen, done = entry / "archive", [], threading.Event()
+
+    def reader():  # the first view of the archive anyone gets
+        while not done.is_set() and not seen:
+            if archive.is_dir():
+                seen.append(sorted(str(p.relative_to(archive)) for p in archive.rglob("*")))
+                for path in archive.rglob("*.json"):
+                    json.loads(path.read_text())  # no half-written file
+            time.sleep(0.0005)
+
+    def start():
+        return subprocess.Popen([sys.executable, "-c", _ENSURE, str(cache)], cwd=REPO, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    lock = pathlib.Path(str(entry) + ".lock")
+    first = start()
+    try:
+        deadline = time.time() + 30
+        while not (lock.exists() and lock.read_text()) and time.time() < deadline:
+            time.sleep(0.0005)
+        os.kill(first.pid, signal.SIGSTOP)  # it holds the entry, mid-way
+        second = start()
+        waiting = second.stdout.readline()
+        assert f"{entry}: waiting for `python -c` pid {first.pid} on " in waiting and "writing it" in waiting, waiting
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    outs = [p.communicate(timeout=120) for p in (first, second)]
+    done.set()
+    thread.join()
+    for proc, (out, err) in zip((first, second), outs):
+        assert proc.returncode == 0 and "Traceback" not in err, err
+    results = {line for out, _ in outs for line in out.splitlines() if line.startswith("result ")}
+    assert results == {f"result {entry / 'tfrecords'}"}
+    assert "waiting" not in outs[0][0] and "writing a synthetic" not in outs[1][0]  # one made it, one used it
+    assert seen == [sorted(str(p.relative_to(archive)) for p in archive.rglob("*"))]
+    assert "synth.json" in seen[0] and not (entry / ".archive.tmp").exists()
+    assert load_manifest(entry / "tfrecords")["subsets"]["train"]["count"] > 0
 
 
 # ---------------------------------------------------------------- the default world stays as it was

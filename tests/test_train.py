@@ -232,3 +232,124 @@ def test_a_full_disk_is_one_line_naming_the_path(smoke_cache, tmp_path, capsys, 
     err = capsys.readouterr().err.strip().splitlines()
     assert [line for line in err if line.startswith(("error", "Traceback"))] == [
         f"error: {tmp_path / 'run' / 'config.yaml'}: No space left on device"]
+
+
+# ------------------------------------------------------------------ one command at a time per folder
+_HOLD = "import sys, time\nfrom tf_fusion.runs import using\nwith using(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n"
+
+_TRY = ("import sys\nfrom tf_fusion.runs import using\nfrom tfrecords_builder import LockHeld\ntry:\n"
+        "    with using(sys.argv[1]):\n        print('took')\nexcept LockHeld as e:\n    print('refused', e)\n")
+
+
+@contextlib.contextmanager
+def _holder(folder):
+    """Another process holding ``folder``'s lock, as a running command does: its Popen."""
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(folder)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_a_run_or_study_folder_in_use_is_refused_at_once_naming_the_holder(tmp_path, capsys):
+    """train, ood, evaluate, export and study on a folder another command is using: exit 2 and
+    one line naming the folder and the holder (pid, host, start), before anything is written."""
+    import socket
+
+    from tf_fusion import evaluate, export, ood, study
+
+    run, folder, cache = tmp_path / "run", tmp_path / "study", tmp_path / "cache"
+    commands = {
+        "train": (run, lambda: train.main(["--experiment", SMOKE, "--run-dir", str(run), *smoke_overrides(cache)])),
+        "ood": (run, lambda: ood.main(["--run", str(run)])),
+        "evaluate": (run, lambda: evaluate.main(["--run", str(run)])),
+        "export": (run, lambda: export.main(["--run", str(run)])),
+        "study": (folder, lambda: study.main(["--experiment", "demo_study", "--dir", str(folder), *smoke_overrides(cache)])),
+    }
+    for where in (run, folder):
+        where.mkdir()
+    with _holder(run) as on_run, _holder(folder) as on_study:
+        for name, (where, command) in commands.items():
+            holder = on_run if where == run else on_study
+            started = time.time()
+            assert command() == 2, name
+            line = _one_error_line(capsys.readouterr().err)
+            assert line.startswith(f"error: {where}: another command is using it: "), line
+            assert f"pid {holder.pid} on {socket.gethostname()} since " in line, line
+            assert time.time() - started < 10, name  # at once
+            assert os.listdir(where) == [".lock"], name  # nothing written
+    assert not cache.exists()  # nor data made
+
+
+def test_the_lock_of_a_command_that_died_is_taken_over_with_a_note(tmp_path, capsys):
+    """A holder killed with SIGKILL leaves its record; the next command takes the lock over with
+    one note naming it and goes on (here to evaluate's own complaint about the empty folder)."""
+    from tf_fusion import evaluate
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with _holder(run) as dead:
+        os.kill(dead.pid, signal.SIGKILL)
+        dead.wait()
+    assert evaluate.main(["--run", str(run)]) == 2
+    out, err = capsys.readouterr()
+    notes = [line for line in out.splitlines() if "stale lock" in line]
+    assert len(notes) == 1 and f"pid {dead.pid} " in notes[0] and str(run) in notes[0], out
+    assert "no config.yaml" in _one_error_line(err)
+    assert evaluate.main(["--run", str(run)]) == 2  # released cleanly: nothing stale any more
+    assert "stale" not in capsys.readouterr().out
+
+
+def test_one_process_nests_its_own_run_lock_and_releases_it_with_the_outermost_hold(tmp_path):
+    """A job's nested steps (train → baseline → evaluate → export, a study's runs) share the lock
+    of their process; another process is refused until the outermost hold ends."""
+    from tf_fusion.runs import using
+
+    run = tmp_path / "run"
+
+    def other():  # another process trying to take it
+        return subprocess.run([sys.executable, "-c", _TRY, str(run)], cwd=REPO, capture_output=True, text=True).stdout
+
+    with using(run, log=None):
+        with using(run, log=None):
+            pass
+        refused = other()
+        assert refused.startswith(f"refused {run}: another command is using it: `") and f" pid {os.getpid()} " in refused
+    assert other() == "took\n"
+
+
+def test_two_demo_jobs_with_one_parent_train_their_baselines_in_their_own_folders(tmp_path):
+    from tf_fusion import config as cfg
+
+    demo = cfg.load_experiment("demo")
+    a, b = (train.trainings(demo, tmp_path / "runs" / name) for name in ("a", "b"))
+    assert [folder for _, folder in a] == [str(tmp_path / "runs" / "a"), str(tmp_path / "runs" / "a" / "baseline")]
+    assert [folder for _, folder in b] == [str(tmp_path / "runs" / "b"), str(tmp_path / "runs" / "b" / "baseline")]
+    assert [c["name"] for c, _ in a] == ["demo", "demo_baseline"]
+    assert train.trainings(cfg.load_experiment(SMOKE), tmp_path / "runs" / "c") == [
+        (cfg.load_experiment(SMOKE), str(tmp_path / "runs" / "c"))]  # no baseline: one training
+
+
+def test_a_job_whose_baseline_folder_holds_another_run_is_refused_before_training(tmp_path, capsys):
+    """The whole job is checked before its first training: a baseline folder holding a run of
+    another config is one line naming it, and no data are made, nothing is trained."""
+    from tf_fusion import config as cfg
+
+    run, cache = tmp_path / "runs" / "a", tmp_path / "cache"
+    atomic.write_yaml(str(run / "baseline" / "config.yaml"), cfg.load_experiment(SMOKE))
+    before = (run / "baseline" / "config.yaml").read_text()
+    fast = ["--set", "data.synthetic.pairs=40", "--set", "training.epochs=1"]  # should the check ever fail
+    assert train.main(["--experiment", "demo", "--run-dir", str(run), *smoke_overrides(cache), *fast]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: {run / 'baseline'} holds a run of a different config"), line
+    assert not cache.exists() and not (run / "config.yaml").exists()
+    assert (run / "baseline" / "config.yaml").read_text() == before

@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tfrecords_builder import ManifestError, MetadataError
+from tfrecords_builder import LockHeld, ManifestError, MetadataError
 
 from .config import ConfigError
 
-USER_ERRORS = (ConfigError, ManifestError, MetadataError)
+USER_ERRORS = (ConfigError, ManifestError, MetadataError, LockHeld)  # LockHeld: another command uses the folder
 
 
 def parser(prog: str, summary: str, *examples: str) -> argparse.ArgumentParser:
@@ -36,7 +36,8 @@ def overrides(args) -> list[str]:
 
 def run(action, *more_errors) -> int:
     """Exit status of a command running ``action()``: 0, or 2 after one ``error: ...`` line on
-    stderr for a user error (bad config, manifest, data or run folder; ``more_errors``)."""
+    stderr for a user error (bad config, manifest, data or run folder, a folder another command
+    is using; ``more_errors``)."""
     try:
         action()
     except (*USER_ERRORS, *more_errors) as e:

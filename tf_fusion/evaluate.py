@@ -17,6 +17,7 @@ gets `ece_scaled` beside `ece`: the ECE of its prediction from the scaled logits
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -25,7 +26,7 @@ from . import atomic, cli, scores
 from .passes import FUSED, PASSES
 from .protocol import (ADAPTIVE, BASELINES, EMBRACENET, METHODS, OPTICAL, REFERENCE, SAR,
                        ordered, reported, run_method, scenario_by_name, scenarios)
-from .runs import REPORT, Run, RunError
+from .runs import REPORT, Run, RunError, using
 from .shifts import apply_scenario, gate_availability
 
 PREDICTIONS = "predictions.npz"
@@ -229,7 +230,15 @@ def evaluate(run_dir, baselines=(), seed_dirs=(), detectors=None, log=print) -> 
     """Evaluate ``run_dir`` (and runs of more seeds) beside the baseline runs (``NAME=RUN``
     texts, see `baselines_of`), write RUN/report/, return the results. ``detectors``: the
     ``--detectors`` text (``all`` or a comma list): also compare those detectors
-    (`tf_fusion.detector_report`), from the same pass."""
+    (`tf_fusion.detector_report`), from the same pass. Holds the locks of the runs it writes
+    (`runs.using`)."""
+    with contextlib.ExitStack() as held:  # the runs whose folders it writes (report, OOD heads, detectors)
+        for path in dict.fromkeys(os.path.normpath(r) for r in (run_dir, *seed_dirs)):
+            held.enter_context(using(path, log, create=False))
+        return _evaluate(run_dir, baselines, seed_dirs, detectors, log)
+
+
+def _evaluate(run_dir, baselines, seed_dirs, detectors, log) -> dict:
     from . import detector_report
     from .detector_runs import requested
     from .plots import write_plots
@@ -279,7 +288,7 @@ def evaluate(run_dir, baselines=(), seed_dirs=(), detectors=None, log=print) -> 
 def main(argv=None) -> int:
     p = cli.parser("tf_fusion.evaluate", "Evaluate every method of a finished run (and of its baselines) on every "
                    "test scenario and write RUN/report/ (results.json, predictions.npz, table.md, plots).",
-                   "python -m tf_fusion.evaluate --run runs/demo --baseline late_fusion=runs/demo_baseline",
+                   "python -m tf_fusion.evaluate --run runs/demo --baseline late_fusion=runs/demo/baseline",
                    "python -m tf_fusion.evaluate --run runs/paper --baseline early_fusion=runs/paper_early_fusion "
                    "--baseline embracenet=runs/paper_embracenet",
                    "python -m tf_fusion.evaluate --run runs/demo --detectors all")

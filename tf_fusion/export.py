@@ -39,7 +39,7 @@ import numpy as np
 from . import atomic, cli, serving
 from .config import ConfigError
 from .passes import FUSED
-from .runs import EXPORT, Run
+from .runs import EXPORT, Run, using
 
 CLASS_NAMES_FILE = "class_names.txt"
 SERVING_FILE = "serving.json"
@@ -240,6 +240,11 @@ def export_run(run_dir, out=None, *, overwrite: bool = False, log=print) -> str:
     """Export a finished run with its chosen OOD detector (trained heads or a fitted post-hoc
     detector; a one-line error naming the command that makes it otherwise) to `out` (default
     RUN_DIR/export/1)."""
+    with using(run_dir, log, create=False):  # a run being trained or evaluated is not exported meanwhile
+        return _export_run(run_dir, out, overwrite, log)
+
+
+def _export_run(run_dir, out, overwrite: bool, log) -> str:
     from .adaptive import BINARY_HEAD, build_adaptive_model
     from .detector_runs import layers
     from .protocol import OPTICAL, SAR

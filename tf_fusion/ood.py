@@ -27,7 +27,7 @@ from tfrecords_builder import ManifestError, S1_BANDS, S2_BANDS
 from . import cli
 from . import data as tfdata
 from .protocol import INPUT_KEY, OPTICAL, SAR
-from .runs import Run, RunError
+from .runs import Run, RunError, using
 
 MODALITIES = (OPTICAL, SAR)
 HEAD_NAMES = {OPTICAL: "ood_opt", SAR: "ood_sar"}
@@ -252,12 +252,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     def job():
-        run = Run.finished_run(args.run)
-        heads = train_ood_heads(run)
-        print(f"val AUROC optical {heads[OPTICAL][1]:.4f}, sar {heads[SAR][1]:.4f}")
         from .gate_check import check_run
 
-        check_run(run)
+        with using(args.run, create=False):
+            run = Run.finished_run(args.run)
+            heads = train_ood_heads(run)
+            print(f"val AUROC optical {heads[OPTICAL][1]:.4f}, sar {heads[SAR][1]:.4f}")
+            check_run(run)
 
     return cli.run(job)
 

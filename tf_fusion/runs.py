@@ -13,6 +13,13 @@
                                                  settings it was fitted with (written and read back by
                                                  `tf_fusion.detectors.save` / `load`, atomically)
     RUN/report/, RUN/export/                     evaluation and SavedModels
+    RUN/baseline/        the job's baseline run (`train` with `evaluation.baseline_experiment`)
+    RUN/.lock            held by the command using the run (`using`): one at a time
+
+One command at a time uses a run (or study) folder: train, ood, evaluate and export hold RUN/.lock
+(`tfrecords_builder.OutputLock`, re-entrant within one process, so one job's nested steps share
+it); a second command refuses at once, naming the holder, and the lock of a command that died is
+taken over with a note.
 
 Every file is written atomically (`tf_fusion.atomic`). An epoch is committed by ONE rename, of
 state.json, after its checkpoint is on disk; the history, `best.keras` and the best-so-far value
@@ -22,17 +29,21 @@ exactly the files an uninterrupted run has and never trains a committed epoch ag
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
 
+from tfrecords_builder import OutputLock
+
 from . import atomic
 from . import config as cfg
 
 CONFIG, SUMMARY, BEST, FINAL, HISTORY = "config.yaml", "summary.json", "best.keras", "final.keras", "history.csv"
 STATE_DIR, STATE = "state", "state.json"
+LOCK, BASELINE = ".lock", "baseline"
 LOGS, REPORT, EXPORT, DETECTORS = "logs", "report", "export", "detectors"
 OOD_STATE = "ood.json"
 OOD_HEADS = {"optical": "ood_opt.keras", "sar": "ood_sar.keras"}
@@ -45,6 +56,33 @@ class RunError(cfg.ConfigError):
 
 def default_dir(config: dict) -> str:
     return os.path.join(RUNS_DIR, config["name"])
+
+
+@contextlib.contextmanager
+def using(path, log=print, create: bool = True):
+    """Hold the lock of the run or study folder ``path`` (PATH/.lock) for the block: a live holder
+    elsewhere is a one-line `LockHeld` naming it, a dead one's lock is taken over with a note to
+    ``log``. ``create``: make the folder (else a missing folder is not locked: nothing to protect,
+    and the command's own check says what is missing). A folder made here that holds nothing but
+    the lock when the block ends (an error before the first write) is removed again."""
+    path = os.fspath(path)
+    made = False
+    if not os.path.isdir(path):
+        if not create:
+            yield
+            return
+        os.makedirs(path)
+        made = True
+    held = OutputLock(os.path.join(path, LOCK), folder=path, reentrant=True)
+    held.acquire(log=log)
+    try:
+        yield
+    finally:
+        if made and held.outermost and os.listdir(path) == [LOCK]:
+            with contextlib.suppress(OSError):
+                os.remove(held.path)
+                os.rmdir(path)
+        held.release()
 
 
 def training_identity(config: dict) -> dict:
@@ -115,28 +153,39 @@ class Run:
         return list(self.read_state().get("history", []))
 
     # ------------------------------------------------------------------------------ training
+    def check(self, config: dict) -> bool:
+        """Can ``config`` be trained here? Reads only: True when the folder already finished
+        training for ``config``'s epochs, False when it is new or continues; RunError naming the
+        folder when it holds a different config (only training.epochs may change, and only grow)."""
+        path = self.file(CONFIG)
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise RunError(f"{self.path}: not a directory; choose another --run-dir")
+        if not os.path.exists(path):
+            return False
+        try:
+            previous = cfg.load_experiment(path)
+        except cfg.ConfigError as e:
+            raise RunError(f"{self.path}: its {CONFIG} is unusable ({e}); choose another --run-dir") from None
+        if training_identity(previous) != training_identity(config):
+            raise RunError(f"{self.path} holds a run of a different config; choose another --run-dir "
+                           f"(only training.epochs may change when continuing a run)")
+        done = self.read_state().get("epochs_done", 0)
+        if self.finished and done == config["training"]["epochs"]:
+            return True
+        if done > config["training"]["epochs"]:
+            raise RunError(f"{self.path} already trained {done} epochs; training.epochs can only grow "
+                           f"(got {config['training']['epochs']})")
+        return False
+
     def start(self, config: dict) -> bool:
         """Create the folder or reopen it for the same training; True when it already finished
-        training for ``config``'s epochs. A different config is refused (only training.epochs
-        may change, and growing it continues the run)."""
+        training for ``config``'s epochs. A different config is refused (`check`)."""
         path = self.file(CONFIG)
-        if os.path.exists(path):
-            try:
-                previous = cfg.load_experiment(path)
-            except cfg.ConfigError as e:
-                raise RunError(f"{self.path}: its {CONFIG} is unusable ({e}); choose another --run-dir") from None
-            if training_identity(previous) != training_identity(config):
-                raise RunError(f"{self.path} holds a run of a different config; choose another --run-dir "
-                               f"(only training.epochs may change when continuing a run)")
-            done = self.read_state().get("epochs_done", 0)
-            if self.finished and done == config["training"]["epochs"]:
-                atomic.write_yaml(path, config)  # the OOD and evaluation settings that follow may have changed
-                return True
-            if done > config["training"]["epochs"]:
-                raise RunError(f"{self.path} already trained {done} epochs; training.epochs can only grow "
-                               f"(got {config['training']['epochs']})")
-            if self.finished:
-                os.remove(self.file(SUMMARY))  # more epochs: the run continues and is no longer finished
+        if self.check(config):
+            atomic.write_yaml(path, config)  # the OOD and evaluation settings that follow may have changed
+            return True
+        if self.finished:
+            os.remove(self.file(SUMMARY))  # more epochs: the run continues and is no longer finished
         os.makedirs(self.file(STATE_DIR), exist_ok=True)
         for folder in (self.path, self.file(STATE_DIR)):
             atomic.remove_leftovers(folder)

@@ -14,7 +14,8 @@ and writes STUDY/report/: table1.md (stages), table2.md (methods × scenarios), 
 results.json (mean ± std over seeds, in evaluate's shape, plus the stages), and plots.
 
 Every run lives in STUDY/runs/<name>/ and is skipped when finished, so rerunning the command
-continues a killed study; `--list` prints one command per run for a cluster scheduler, and
+continues a killed study; one study command at a time uses a study folder (STUDY/.lock, see
+`tf_fusion.runs.using`); `--list` prints one command per run for a cluster scheduler, and
 `--collect` builds the report from whatever runs and evaluations exist.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ import shlex
 from . import atomic, cli, scores
 from . import config as cfg
 from .protocol import EARLY, EMBRACENET, LATE, run_method
-from .runs import REPORT, RUNS_DIR, Run
+from .runs import REPORT, RUNS_DIR, Run, using
 
 STUDY_DIR = "studies"
 _BASELINE_OVERRIDES = {
@@ -199,10 +200,11 @@ def main(argv=None) -> int:
         if args.list:
             print("\n".join(study.commands()))
             return
-        if not args.collect:
-            study.train_all(_print)
-            study.evaluate_all(_print)
-        study.collect(_print)
+        with using(study.path, _print):  # one study command at a time in the folder (each run has its own lock)
+            if not args.collect:
+                study.train_all(_print)
+                study.evaluate_all(_print)
+            study.collect(_print)
 
     return cli.run(job)
 

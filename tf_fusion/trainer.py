@@ -18,7 +18,7 @@ from keras import ops
 
 from .data import shard_errors
 from .passes import FUSED, PASSES
-from .runs import Run, RunError
+from .runs import Run, RunError, using
 from .sources import prepare_data
 from .task import Task, epoch_seed, make_strategy, set_precision
 
@@ -74,7 +74,14 @@ class Commit(keras.callbacks.Callback):
 
 
 def train(config: dict, run_dir, log=print) -> dict:
-    """Train ``config`` into ``run_dir`` (resuming it); returns summary.json's content."""
+    """Train ``config`` into ``run_dir`` (resuming it), holding its lock (`runs.using`); returns
+    summary.json's content."""
+    with using(run_dir, log):
+        Run(run_dir).check(config)  # a different config is refused before the data are made
+        return _train(config, run_dir, log)
+
+
+def _train(config: dict, run_dir, log) -> dict:
     manifest = prepare_data(config, log)
     task = Task(config, manifest)  # checks what can only be checked against the data, before writing
     run = Run(run_dir)

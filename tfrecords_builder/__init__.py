@@ -2,11 +2,12 @@
 
 `__all__` is the package's public API, the only names `tf_fusion` imports: the nomenclature, the
 manifest contract, the NumPy record reader, GeoTIFF reading and archive pairing for prediction,
-and the cached synthetic build.
+the cached synthetic build, and the folder lock (one command at a time per folder).
 """
 from .archive import MetadataError
 from .images import GDAL_ENV, BadPair, read_patch
 from .layout import band_paths
+from .lock import LockHeld, OutputLock
 from .manifest import SCHEMA_VERSION, Manifest, ManifestError, check_manifest, load_manifest
 from .nomenclature import (BAND_DTYPE, BAND_SIZE, BANDS, CLASS_NAMES, DEFAULT_PARTITION, MODALITY_BANDS, S1_BANDS,
                            S2_BANDS, Partition)
@@ -23,5 +24,6 @@ __all__ = [
     "BadPair", "read_patch", "band_paths", "GDAL_ENV",
     "Pair", "find_pairs", "MetadataError",
     "GENERATOR_VERSION", "ensure_synthetic_build",
+    "OutputLock", "LockHeld",
     "__version__",
 ]

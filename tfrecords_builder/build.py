@@ -240,16 +240,13 @@ def build(plan: Plan, out, *, shard_size_mb: float = 100, compression: str | Non
     fingerprint = _fingerprint(plan, per_shard, compression)
     out = os.fspath(out)
     _claim(out)
-    held = lock.OutputLock(os.path.join(out, STATE_DIR, LOCK))
+    held = lock.OutputLock(os.path.join(out, STATE_DIR, LOCK), folder=out)
     try:
         with _writing(held.path):
-            held.acquire()
+            held.acquire(log=log or _note)
     except lock.LockHeld as e:
         raise BuildError(str(e)) from None
     try:
-        if held.stale:
-            (log or _note)(f"note: {out}: taking over the stale lock of {lock.describe(held.stale)}, "
-                           f"which is no longer running")
         if rejected and (not sum(counts.values()) or not counts.get("train")):  # --skip-bad left nothing
             _write_rejected(out, rejected)
             _check_not_empty(counts, rejected, os.path.join(out, REJECTED))

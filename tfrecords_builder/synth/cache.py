@@ -2,16 +2,20 @@
 
 The demo, the benchmarks and the synthetic experiments of `tf_fusion` all go through
 `ensure_synthetic_build`; it owns the cache folder's name, so runs with the same settings share
-one archive and one build.
+one archive and one build. One process at a time makes a cache entry (the lock CACHE/NAME.lock
+beside it); another that needs the same entry says whom it waits for and waits, then uses it.
+The archive is written aside (CACHE/NAME/.archive.tmp) and renamed into place whole, so
+CACHE/NAME/archive is either absent or complete.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 
-from .. import build, manifest
+from .. import build, lock, manifest
 from ..nomenclature import DEFAULT_PARTITION, Partition
 from ..plan import make_plan
 from . import writer
@@ -45,7 +49,28 @@ def ensure_synthetic_build(cache_dir, layout: str = "v1", pairs: int = 400, seed
     if isinstance(holdout_countries, str):
         raise ValueError(f"holdout_countries must be a list of names, got the string {holdout_countries!r}")
     name = cache_name(layout, pairs, seed, partition, regions, holdout_countries)
-    root = os.path.join(os.path.expanduser(os.fspath(cache_dir)), name)
+    cache_dir = os.path.expanduser(os.fspath(cache_dir))
+    root = os.path.join(cache_dir, name)
+    os.makedirs(cache_dir, exist_ok=True)
+    with _making(root, log):
+        return _ensure(root, cache_dir, layout, pairs, seed, partition, workers, progress, log, regions,
+                       holdout_countries)
+
+
+@contextlib.contextmanager
+def _making(root: str, log):
+    """Hold CACHE/NAME.lock: wait (saying so) while another process makes this entry."""
+    held = lock.OutputLock(root + ".lock", folder=root)
+    held.acquire(wait=True, log=log)
+    try:
+        yield
+    finally:
+        held.release()
+
+
+def _ensure(root, cache_dir, layout, pairs, seed, partition, workers, progress, log, regions,
+            holdout_countries) -> str:
+    """`ensure_synthetic_build`'s work, under the entry's lock."""
     archive_dir, out = os.path.join(root, "archive"), os.path.join(root, "tfrecords")
     info_path = os.path.join(archive_dir, "synth.json")
     if os.path.exists(info_path) and writer.read_archive_info(archive_dir).get("generator") != writer.GENERATOR_VERSION:
@@ -55,15 +80,18 @@ def ensure_synthetic_build(cache_dir, layout: str = "v1", pairs: int = 400, seed
     if os.path.exists(os.path.join(out, manifest.FILE)):
         return out
     if not os.path.exists(info_path):
-        shutil.rmtree(archive_dir, ignore_errors=True)  # an interrupted synthesis starts again
         log(f"writing a synthetic {layout} archive of {pairs} pairs to {archive_dir}")
-        writer.write_archive(archive_dir, layout, pairs, seed, workers=workers, progress=progress, regions=regions)
+        aside = os.path.join(root, ".archive.tmp")
+        for partial in (aside, archive_dir):  # an interrupted synthesis (or one of an older version) starts again
+            shutil.rmtree(partial, ignore_errors=True)
+        writer.write_archive(aside, layout, pairs, seed, workers=workers, progress=progress, regions=regions)
+        os.rename(aside, archive_dir)  # published whole: synth.json is there, so is every file
     log(f"building it into {out}")
     info = writer.read_archive_info(archive_dir)
     plan = make_plan(info.source(), partition, workers=workers,
                      holdout=info.holdout(holdout_countries) if holdout_countries else None)
     build.build(plan, out, workers=workers, progress=progress, log=log,
-                command=f"tfrecords_builder.ensure_synthetic_build({os.fspath(cache_dir)!r}, layout={layout!r}, "
+                command=f"tfrecords_builder.ensure_synthetic_build({cache_dir!r}, layout={layout!r}, "
                         f"pairs={pairs}, seed={seed}, partition={partition.to_json()}, regions={regions}, "
                         f"holdout_countries={tuple(holdout_countries)})")
     return out
