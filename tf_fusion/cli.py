@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tfrecords_builder import LockHeld, ManifestError, MetadataError
+from tfrecords_builder import BuildError, LockHeld, ManifestError, MetadataError
 
 from .config import ConfigError
 
-USER_ERRORS = (ConfigError, ManifestError, MetadataError, LockHeld)  # LockHeld: another command uses the folder
+USER_ERRORS = (ConfigError, ManifestError, MetadataError, LockHeld, BuildError)  # LockHeld: another command uses
+# the folder; BuildError: the synthetic cache could not be built (its message names the path and the remedy)
 
 
 def parser(prog: str, summary: str, *examples: str) -> argparse.ArgumentParser:

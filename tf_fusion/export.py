@@ -240,7 +240,10 @@ def export_run(run_dir, out=None, *, overwrite: bool = False, log=print) -> str:
     """Export a finished run with its chosen OOD detector (trained heads or a fitted post-hoc
     detector; a one-line error naming the command that makes it otherwise) to `out` (default
     RUN_DIR/export/1)."""
-    with using(run_dir, log, create=False):  # a run being trained or evaluated is not exported meanwhile
+    inside = out is None or os.path.realpath(out).startswith(os.path.realpath(run_dir) + os.sep)
+    if not inside:  # it only reads the run (whose files are all written whole), as predict does
+        return _export_run(run_dir, out, overwrite, log)
+    with using(run_dir, log, create=False):  # it writes RUN/export: not while another command uses the run
         return _export_run(run_dir, out, overwrite, log)
 
 

@@ -2,9 +2,10 @@
 
 `__all__` is the package's public API, the only names `tf_fusion` imports: the nomenclature, the
 manifest contract, the NumPy record reader, GeoTIFF reading and archive pairing for prediction,
-the cached synthetic build, and the folder lock (one command at a time per folder).
+the cached synthetic build (and its BuildError), and the folder lock (one command at a time per folder).
 """
 from .archive import MetadataError
+from .build import BuildError
 from .images import GDAL_ENV, BadPair, read_patch
 from .layout import band_paths
 from .lock import LockHeld, OutputLock
@@ -23,7 +24,7 @@ __all__ = [
     "iter_records",
     "BadPair", "read_patch", "band_paths", "GDAL_ENV",
     "Pair", "find_pairs", "MetadataError",
-    "GENERATOR_VERSION", "ensure_synthetic_build",
+    "GENERATOR_VERSION", "ensure_synthetic_build", "BuildError",
     "OutputLock", "LockHeld",
     "__version__",
 ]
