@@ -18,14 +18,16 @@ from . import writer
 
 
 def cache_name(layout: str, pairs: int, seed: int, partition: Partition = DEFAULT_PARTITION, regions: int = 0,
-               holdout_countries=()) -> str:
+               holdout_countries=(), world: int = 0) -> str:
     """`synthetic-{layout}-{pairs}-seed{seed}-g{GENERATOR_VERSION}`, then `-r{regions}` for an
-    archive with regions, a hash of the partition when it is not the default and `-holdout-` with
-    a hash of the held-out countries when there are any (the build differs, the archive does not)."""
+    archive with regions, `-w{world}` for a world other than 0, a hash of the partition when it is
+    not the default and `-holdout-` with a hash of the held-out countries when there are any (the
+    build differs, the archive does not)."""
     tag = "" if partition == DEFAULT_PARTITION else "-" + _hash(partition.to_json())
     region_tag = f"-r{regions}" if regions else ""
+    world_tag = f"-w{world}" if world else ""
     holdout_tag = f"-holdout-{_hash(sorted(holdout_countries))}" if holdout_countries else ""
-    return f"synthetic-{layout}-{pairs}-seed{seed}-g{writer.GENERATOR_VERSION}{region_tag}{tag}{holdout_tag}"
+    return f"synthetic-{layout}-{pairs}-seed{seed}-g{writer.GENERATOR_VERSION}{region_tag}{world_tag}{tag}{holdout_tag}"
 
 
 def _hash(obj) -> str:
@@ -34,17 +36,18 @@ def _hash(obj) -> str:
 
 def ensure_synthetic_build(cache_dir, layout: str = "v1", pairs: int = 400, seed: int = 0,
                            partition: Partition = DEFAULT_PARTITION, workers: int = 2, progress: bool = True,
-                           log=print, regions: int = 0, holdout_countries=()) -> str:
+                           log=print, regions: int = 0, holdout_countries=(), world: int = 0) -> str:
     """CACHE_DIR/NAME/archive (synthetic) built into CACHE_DIR/NAME/tfrecords; returns the build folder.
 
     `regions`: see `writer.write_archive`; `holdout_countries`: a region-shift build (e.g. with
-    regions 3, `("Finland",)` of Ireland, Portugal and Finland). Each step is done once: a finished
-    build is returned as it is, an interrupted synthesis starts again, an interrupted build
-    resumes, and an archive written by another generator version is written again (with its build).
+    regions 3, `("Finland",)` of Ireland, Portugal and Finland); `world`: see `writer.write_archive`.
+    Each step is done once: a finished build is returned as it is, an interrupted synthesis starts
+    again, an interrupted build resumes, and an archive written by another generator version is written again (with its build).
     """
     if isinstance(holdout_countries, str):
         raise ValueError(f"holdout_countries must be a list of names, got the string {holdout_countries!r}")
-    name = cache_name(layout, pairs, seed, partition, regions, holdout_countries)
+    writer.check_world(world)
+    name = cache_name(layout, pairs, seed, partition, regions, holdout_countries, world)
     root = os.path.join(os.path.expanduser(os.fspath(cache_dir)), name)
     archive_dir, out = os.path.join(root, "archive"), os.path.join(root, "tfrecords")
     info_path = os.path.join(archive_dir, "synth.json")
@@ -57,7 +60,8 @@ def ensure_synthetic_build(cache_dir, layout: str = "v1", pairs: int = 400, seed
     if not os.path.exists(info_path):
         shutil.rmtree(archive_dir, ignore_errors=True)  # an interrupted synthesis starts again
         log(f"writing a synthetic {layout} archive of {pairs} pairs to {archive_dir}")
-        writer.write_archive(archive_dir, layout, pairs, seed, workers=workers, progress=progress, regions=regions)
+        writer.write_archive(archive_dir, layout, pairs, seed, workers=workers, progress=progress, regions=regions,
+                             world=world)
     log(f"building it into {out}")
     info = writer.read_archive_info(archive_dir)
     plan = make_plan(info.source(), partition, workers=workers,
@@ -65,5 +69,5 @@ def ensure_synthetic_build(cache_dir, layout: str = "v1", pairs: int = 400, seed
     build.build(plan, out, workers=workers, progress=progress, log=log,
                 command=f"tfrecords_builder.ensure_synthetic_build({os.fspath(cache_dir)!r}, layout={layout!r}, "
                         f"pairs={pairs}, seed={seed}, partition={partition.to_json()}, regions={regions}, "
-                        f"holdout_countries={tuple(holdout_countries)})")
+                        f"holdout_countries={tuple(holdout_countries)}" + (f", world={world})" if world else ")"))
     return out
