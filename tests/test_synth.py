@@ -670,3 +670,57 @@ def test_haze_falls_with_wavelength_and_opaque_clouds_hide_every_band():
     for n in (1, 3):  # opaque and shadowed: the cloud hides the ground in every band
         assert worlds.world(n).cloud_model in ("opaque", "shadowed")
         assert (_transmittance(n) < 0.25).all(), n
+
+
+def test_world_reaches_the_cache_and_the_experiment_config(tmp_path, monkeypatch):
+    """`data.synthetic.world` → `ensure_synthetic_build(world=)` → its own cache folder → `write_archive(world=)`."""
+    from tf_fusion import config as cfg
+    from tf_fusion import sources
+
+    class Written(Exception):
+        pass
+
+    def write_archive(out, *args, **kwargs):
+        raise Written(out, kwargs["world"])
+
+    monkeypatch.setattr(writer, "write_archive", write_archive)
+    config = cfg.load_experiment("smoke", [f"data.cache_dir={tmp_path}", "data.synthetic.world=5"])
+    with pytest.raises(Written) as written:
+        sources.prepare_data(config, log=lambda *_: None)
+    out, world = written.value.args
+    assert world == 5 and os.path.basename(os.path.dirname(out)).endswith("-w5")
+    assert cfg.load_experiment("smoke")["data"]["synthetic"]["world"] == 0
+    with pytest.raises(cfg.ConfigError, match="world must be an integer >= 0"):
+        cfg.load_experiment("smoke", ["data.synthetic.world=-1"])
+
+
+def _cloud_to_shadow(world, k):
+    """(cloud mask, shadow mask, ground light left in the shadows, dy, dx) of a partly cloudy patch:
+    its B02 over the same pair's without clouds; (dy, dx) the shift that lays the clouds best on
+    their shadows (FFT cross-correlation, image rows down)."""
+    clear, _ = pixels.synthesize(np.random.default_rng([6, k]), [2, 8], "clean", world=world)
+    cloudy, _ = pixels.synthesize(np.random.default_rng([6, k]), [2, 8], "cloudy", world=world)
+    r = cloudy["B02"].astype(np.float64) / np.maximum(clear["B02"].astype(np.float64), 1)
+    cloud, shadow = r > 3, r < 0.8
+    n = 2 * r.shape[0]  # zero-padded: no wrap-around
+    corr = np.fft.irfft2(np.fft.rfft2(shadow, (n, n)) * np.conj(np.fft.rfft2(cloud, (n, n))), (n, n))
+    dy, dx = np.unravel_index(np.argmax(corr), corr.shape)
+    dy, dx = (dy + n // 2) % n - n // 2, (dx + n // 2) % n - n // 2
+    return cloud, shadow, r[shadow], int(dy), int(dx)
+
+
+def test_shadowed_clouds_cast_shadows_along_the_worlds_sun_and_opaque_ones_none():
+    w = worlds.world(3)
+    assert w.cloud_model == "shadowed"
+    lo, hi = w.shadow_distance_px
+    for k in range(3):
+        cloud, shadow, left, dy, dx = _cloud_to_shadow(3, k)
+        assert cloud.mean() > 0.15 and shadow.mean() > 0.02, k
+        azimuth = np.degrees(np.arctan2(dx, -dy)) % 360  # clockwise from up
+        assert abs((azimuth - w.shadow_azimuth_deg + 180) % 360 - 180) < 25, (k, azimuth, w.shadow_azimuth_deg)
+        assert lo - 3 <= np.hypot(dy, dx) <= hi + 3, (k, dy, dx, w.shadow_distance_px)
+        # the core of a shadow: the world's depth times the cloud's opacity there (0.85-1)
+        assert 1 - w.shadow_depth - 0.03 <= left.min() <= 1 - 0.8 * w.shadow_depth + 0.03, (k, left.min())
+    for k in range(3):  # opaque clouds cast none
+        cloud, shadow, *_ = _cloud_to_shadow(1, k)
+        assert cloud.mean() > 0.15 and shadow.mean() < 0.002, k
