@@ -565,7 +565,7 @@ def test_worlds_are_drawn_from_their_number():
     assert models == ["opaque", "haze", "shadowed"] * 2
     a, b = worlds.world(1), worlds.world(4)
     assert a.s2_gain != b.s2_gain and a.speckle_looks != b.speckle_looks
-    assert worlds.world(1) == worlds.world(1)  # (drawn again: equal)
+    assert worlds.world.__wrapped__(1) == worlds.world(1)  # drawn again (not cached): the same world
     for n in range(1, 40):
         w = worlds.world(n)
         assert 0.3 <= w.cloud_brightness <= 0.8 and 3 <= w.speckle_looks <= 8 and abs(w.sar_offset_db) <= 2
@@ -586,6 +586,8 @@ def test_world_signatures_are_the_worlds_gains_of_the_same_pairs(v1, world1):
     for p0, p1 in zip(v1["pairs"], world1["pairs"]):
         if p0["kind"] not in ("clean", "ood_train", "ood_test") or dropped & set(p0["labels_43"]):
             continue
+        if len(shifts) == 12:  # (enough)
+            break
         endmembers = [m for c in p0["labels"] for m in spectra.COVERS[c][:2]]
         gains = np.array([w.s2_gain[m] for m in endmembers])  # (endmembers, 12)
         m0, m1 = _pair_means(v1, p0), _pair_means(world1, p1)
@@ -673,7 +675,8 @@ def test_haze_falls_with_wavelength_and_opaque_clouds_hide_every_band():
 
 
 def test_world_reaches_the_cache_and_the_experiment_config(tmp_path, monkeypatch):
-    """`data.synthetic.world` → `ensure_synthetic_build(world=)` → its own cache folder → `write_archive(world=)`."""
+    """`data.synthetic.world` → `ensure_synthetic_build(world=)` → its own cache folder →
+    `write_archive(world=)`."""
     from tf_fusion import config as cfg
     from tf_fusion import sources
 

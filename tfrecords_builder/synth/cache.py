@@ -42,7 +42,8 @@ def ensure_synthetic_build(cache_dir, layout: str = "v1", pairs: int = 400, seed
     `regions`: see `writer.write_archive`; `holdout_countries`: a region-shift build (e.g. with
     regions 3, `("Finland",)` of Ireland, Portugal and Finland); `world`: see `writer.write_archive`.
     Each step is done once: a finished build is returned as it is, an interrupted synthesis starts
-    again, an interrupted build resumes, and an archive written by another generator version is written again (with its build).
+    again, an interrupted build resumes, and an archive written by another generator version is
+    written again (with its build).
     """
     if isinstance(holdout_countries, str):
         raise ValueError(f"holdout_countries must be a list of names, got the string {holdout_countries!r}")
