@@ -22,7 +22,7 @@ from conftest import REPO, SYNTH_PAIRS
 from tfrecords_builder import layout as L
 from tfrecords_builder import load_manifest, synth
 from tfrecords_builder.nomenclature import Partition
-from tfrecords_builder.synth import pixels, writer
+from tfrecords_builder.synth import pixels, spectra, worlds, writer
 from tfrecords_builder.nomenclature import BAND_DTYPE, BAND_SIZE, CLASS_NAMES, CORINE_43_TO_19, S1_BANDS, labels_from_43
 
 PAIRS = 40  # the regional archives written below
@@ -584,3 +584,205 @@ def test_regions_leave_water_and_the_default_world_alone():
             regional = pixels.synthesize(np.random.default_rng([99, seed]), [17], "clean", country)
             for part, other in zip(default, regional):
                 assert all(np.array_equal(part[band], other[band]) for band in part)
+
+
+# ---------------------------------------------------------------- worlds
+# Band centre wavelengths of Sentinel-2A (nm), written out here so that the haze check does not
+# take them from the generator.
+WAVELENGTH = {"B01": 443, "B02": 490, "B03": 560, "B04": 665, "B05": 705, "B06": 740, "B07": 783, "B08": 842,
+              "B8A": 865, "B09": 945, "B11": 1610, "B12": 2190}
+S2_ORDER = tuple(WAVELENGTH)
+
+
+@pytest.fixture(scope="module")
+def world1(tmp_path_factory):
+    """World 1 with the session's v1 archive's arguments: the same pairs, names and labels."""
+    out = tmp_path_factory.mktemp("world") / "w1"
+    return synth.write_archive(str(out), "v1", SYNTH_PAIRS, seed=3, world=1)
+
+
+def test_world_0_is_the_default_archive(v1, tmp_path):
+    """World 0 given explicitly writes the default archive byte for byte (no `world` in synth.json)."""
+    again = synth.write_archive(str(tmp_path / "w0"), "v1", SYNTH_PAIRS, v1["seed"], world=0)
+    assert _digests(_root(again)) == _digests(_root(v1))
+    assert "world" not in again
+    assert synth.cache.cache_name("v1", 24, 0, world=0) == f"synthetic-v1-24-seed0-g{synth.GENERATOR_VERSION}"
+    assert synth.cache.cache_name("v1", 24, 0, regions=3, world=2).endswith("-r3-w2")
+    with pytest.raises(ValueError, match="world must be an integer >= 0, got -1"):
+        synth.write_archive(str(tmp_path / "bad"), "v1", 20, 0, world=-1)
+
+
+def test_same_world_and_seed_give_the_same_files(tmp_path):
+    a = synth.write_archive(str(tmp_path / "a"), "v2", 20, SEED, world=3)
+    b = synth.write_archive(str(tmp_path / "b"), "v2", 20, SEED, world=3)
+    assert _digests(_root(a)) == _digests(_root(b))
+    assert a["world"] == 3 and worlds.world(3).cloud_model == "shadowed"
+
+
+def test_worlds_are_drawn_from_their_number():
+    models = [worlds.world(n).cloud_model for n in range(1, 7)]
+    assert models == ["opaque", "haze", "shadowed"] * 2
+    a, b = worlds.world(1), worlds.world(4)
+    assert a.s2_gain != b.s2_gain and a.speckle_looks != b.speckle_looks
+    assert worlds.world.__wrapped__(1) == worlds.world(1)  # drawn again (not cached): the same world
+    for n in range(1, 40):
+        w = worlds.world(n)
+        assert 0.3 <= w.cloud_brightness <= 0.8 and 3 <= w.speckle_looks <= 8 and abs(w.sar_offset_db) <= 2
+        assert (w.cloud_spectrum() <= 10000).all() and all(0.25 < min(g) and max(g) < 1.6 for g in w.s2_gain.values())
+
+
+def _pair_means(info, pair):
+    return {band: _read(info, pair, band).mean() for band in S2_ORDER}
+
+
+def test_world_signatures_are_the_worlds_gains_of_the_same_pairs(v1, world1):
+    """The same seed plans the same pairs in every world and draws the same ground: a clean pair's
+    band means in world 1 over world 0 lie within the world's gains of its covers' endmembers."""
+    w = worlds.world(1)
+    assert [p["s2_name"] for p in world1["pairs"]] == [p["s2_name"] for p in v1["pairs"]]
+    dropped = {n for n, c in CORINE_43_TO_19.items() if c is None}
+    shifts = []
+    for p0, p1 in zip(v1["pairs"], world1["pairs"]):
+        if p0["kind"] not in ("clean", "ood_train", "ood_test") or dropped & set(p0["labels_43"]):
+            continue
+        if len(shifts) == 12:  # (enough)
+            break
+        endmembers = [m for c in p0["labels"] for m in spectra.COVERS[c][:2]]
+        gains = np.array([w.s2_gain[m] for m in endmembers])  # (endmembers, 12)
+        m0, m1 = _pair_means(v1, p0), _pair_means(world1, p1)
+        ratio = np.array([m1[b] / m0[b] for b in S2_ORDER])
+        assert (ratio >= gains.min(0) - 0.01).all() and (ratio <= gains.max(0) + 0.01).all(), (p0, ratio)
+        shifts.append(np.abs(np.log(ratio)).max())
+    assert len(shifts) >= 10
+    assert np.mean(np.array(shifts) > 0.03) >= 0.8, shifts  # most pairs: a band 3 % off world 0's or more
+
+
+def test_world_labels_stay_learnable():
+    """A nearest-class-mean classifier on per-patch mean spectra (log S2 DN, S1 dB), fitted on two
+    patches per class, names the class of a third far above chance (1/19) in world 1."""
+    def features(c, k):
+        s2, s1 = pixels.synthesize(np.random.default_rng([11, c, k]), [c], "clean", world=1)
+        return np.array([np.log(s2[b].mean()) for b in S2_ORDER] + [s1[b].mean() / 10 for b in S1_BANDS])
+
+    classes = range(19)
+    f = {(c, k): features(c, k) for c in classes for k in range(3)}
+    means = np.array([(f[c, 0] + f[c, 1]) / 2 for c in classes])
+    right = [int(np.argmin(((means - f[c, 2]) ** 2).sum(1))) == c for c in classes]
+    assert np.mean(right) >= 0.8, right
+
+
+def _enl(info):
+    """Equivalent number of looks of the SAR speckle, measured on water (B08 < 500 DN, calm and
+    homogeneous): for horizontal neighbours of linear intensity I1, I2 of one mean,
+    E[I1 I2] / (E[(I1 - I2)^2] / 2) = mean^2 / var."""
+    num = den = 0.0
+    for p in info["pairs"]:
+        if p["kind"] in ("snow", "cloudy", "very_cloudy"):
+            continue
+        water = _read(info, p, "B08") < 500
+        both = water[:, :-1] & water[:, 1:]
+        for band in S1_BANDS:
+            i = 10 ** (_read(info, p, band) / 10)
+            a, b = i[:, :-1][both], i[:, 1:][both]
+            num += (a * b).sum()
+            den += ((a - b) ** 2).sum() / 2
+    assert num > 0, "no water in the archive"
+    return num / den
+
+
+def test_speckle_has_the_worlds_looks(v1, world1):
+    assert _enl(v1) == pytest.approx(pixels.SPECKLE_LOOKS, rel=0.06)
+    looks = worlds.world(1).speckle_looks
+    assert abs(looks - pixels.SPECKLE_LOOKS) > 0.15 * pixels.SPECKLE_LOOKS  # (a world far enough from 0's)
+    assert _enl(world1) == pytest.approx(looks, rel=0.06)
+
+
+def _transmittance(world):
+    """Per S2 band, the share of the ground's contrast a very cloudy patch lets through: the
+    regression slope of its 60 m cells on those of the same pair without clouds (a world's clouds
+    draw from their own generator, so both have the same ground, noise and speckle)."""
+    def cells(a):
+        f = a.shape[0] // 20
+        return a.astype(np.float64).reshape(20, f, 20, f).mean(axis=(1, 3)).ravel()
+
+    cov, var = np.zeros(12), np.zeros(12)
+    for k, covers in enumerate(([8, 11, 17], [2, 17, 14], [9, 4, 18])):  # dark and bright ground in every band
+        clear, _ = pixels.synthesize(np.random.default_rng([5, k]), covers, "clean", world=world)
+        cloudy, _ = pixels.synthesize(np.random.default_rng([5, k]), covers, "very_cloudy", world=world)
+        for i, band in enumerate(S2_ORDER):
+            x, y = cells(clear[band]), cells(cloudy[band])
+            x, y = x - x.mean(), y - y.mean()
+            cov[i] += (x * y).sum()
+            var[i] += (x * x).sum()
+    return cov / var
+
+
+def test_haze_falls_with_wavelength_and_opaque_clouds_hide_every_band():
+    haze = worlds.world(2)
+    assert haze.cloud_model == "haze"
+    # Angstrom power law over the band centres, at the very cloudy patches' cover of about 0.92
+    tau = np.array([-np.log(1 - haze.haze_opacity()[1]) * (WAVELENGTH[b] / 490) ** -haze.haze_angstrom
+                    for b in S2_ORDER])
+    expected = np.exp(-0.92 * tau)
+    measured = _transmittance(2)
+    assert np.abs(measured - expected).max() < 0.15, (measured.round(2), expected.round(2))
+    b = {band: measured[i] for i, band in enumerate(S2_ORDER)}
+    assert b["B02"] < b["B04"] < b["B08"] < b["B11"] < b["B12"] and b["B12"] - b["B02"] > 0.4
+    for n in (1, 3):  # opaque and shadowed: the cloud hides the ground in every band
+        assert worlds.world(n).cloud_model in ("opaque", "shadowed")
+        assert (_transmittance(n) < 0.25).all(), n
+
+
+def test_world_reaches_the_cache_and_the_experiment_config(tmp_path, monkeypatch):
+    """`data.synthetic.world` → `ensure_synthetic_build(world=)` → its own cache folder →
+    `write_archive(world=)`."""
+    from tf_fusion import config as cfg
+    from tf_fusion import sources
+
+    class Written(Exception):
+        pass
+
+    def write_archive(out, *args, **kwargs):
+        raise Written(out, kwargs["world"])
+
+    monkeypatch.setattr(writer, "write_archive", write_archive)
+    config = cfg.load_experiment("smoke", [f"data.cache_dir={tmp_path}", "data.synthetic.world=5"])
+    with pytest.raises(Written) as written:
+        sources.prepare_data(config, log=lambda *_: None)
+    out, world = written.value.args
+    assert world == 5 and os.path.basename(os.path.dirname(out)).endswith("-w5")
+    assert cfg.load_experiment("smoke")["data"]["synthetic"]["world"] == 0
+    with pytest.raises(cfg.ConfigError, match="world must be an integer >= 0"):
+        cfg.load_experiment("smoke", ["data.synthetic.world=-1"])
+
+
+def _cloud_to_shadow(world, k):
+    """(cloud mask, shadow mask, ground light left in the shadows, dy, dx) of a partly cloudy patch:
+    its B02 over the same pair's without clouds; (dy, dx) the shift that lays the clouds best on
+    their shadows (FFT cross-correlation, image rows down)."""
+    clear, _ = pixels.synthesize(np.random.default_rng([6, k]), [2, 8], "clean", world=world)
+    cloudy, _ = pixels.synthesize(np.random.default_rng([6, k]), [2, 8], "cloudy", world=world)
+    r = cloudy["B02"].astype(np.float64) / np.maximum(clear["B02"].astype(np.float64), 1)
+    cloud, shadow = r > 3, r < 0.8
+    n = 2 * r.shape[0]  # zero-padded: no wrap-around
+    corr = np.fft.irfft2(np.fft.rfft2(shadow, (n, n)) * np.conj(np.fft.rfft2(cloud, (n, n))), (n, n))
+    dy, dx = np.unravel_index(np.argmax(corr), corr.shape)
+    dy, dx = (dy + n // 2) % n - n // 2, (dx + n // 2) % n - n // 2
+    return cloud, shadow, r[shadow], int(dy), int(dx)
+
+
+def test_shadowed_clouds_cast_shadows_along_the_worlds_sun_and_opaque_ones_none():
+    w = worlds.world(3)
+    assert w.cloud_model == "shadowed"
+    lo, hi = w.shadow_distance_px
+    for k in range(3):
+        cloud, shadow, left, dy, dx = _cloud_to_shadow(3, k)
+        assert cloud.mean() > 0.15 and shadow.mean() > 0.02, k
+        azimuth = np.degrees(np.arctan2(dx, -dy)) % 360  # clockwise from up
+        assert abs((azimuth - w.shadow_azimuth_deg + 180) % 360 - 180) < 25, (k, azimuth, w.shadow_azimuth_deg)
+        assert lo - 3 <= np.hypot(dy, dx) <= hi + 3, (k, dy, dx, w.shadow_distance_px)
+        # the core of a shadow: the world's depth times the cloud's opacity there (0.85-1)
+        assert 1 - w.shadow_depth - 0.03 <= left.min() <= 1 - 0.8 * w.shadow_depth + 0.03, (k, left.min())
+    for k in range(3):  # opaque clouds cast none
+        cloud, shadow, *_ = _cloud_to_shadow(1, k)
+        assert cloud.mean() > 0.15 and shadow.mean() < 0.002, k

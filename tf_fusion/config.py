@@ -28,9 +28,10 @@ DEFAULTS = {
     "data": {
         "dir": None,  # a tfrecords_builder output folder; None: build the synthetic archive below
         # with enabled: true and no dir, the builder's synthetic archive is written and built once
-        # regions: synthetic countries with their own climates (0: none); holdout_countries: region shift
+        # regions: synthetic countries with their own climates (0: none); holdout_countries: region shift;
+        # world: another synthetic world (signatures, clouds, speckle; 0: the generator's own)
         "synthetic": {"enabled": False, "layout": "v1", "pairs": 1200, "seed": 0, "workers": 2, "regions": 0,
-                      "holdout_countries": []},
+                      "holdout_countries": [], "world": 0},
         "cache_dir": os.path.join("~", ".cache", "tf_fusion"),
         "image_size": 120,
         "resize_method": "bilinear",
@@ -283,6 +284,7 @@ RULES = {
     "data.synthetic.workers": POSITIVE_INT,
     "data.synthetic.layout": ("v1", "v2"),
     "data.synthetic.regions": Range(0, 10, integer=True),
+    "data.synthetic.world": COUNT,
     "data.image_size": Range(8, integer=True),
     "data.resize_method": ("bilinear", "nearest", "bicubic", "area"),
     "data.batch_size": POSITIVE_INT,

@@ -25,5 +25,5 @@ def prepare_data(config: dict, log=print) -> Manifest:
         raise ConfigError(f"experiment {config['name']!r} has no data: pass --data DIR (a tfrecords_builder build)")
     out = ensure_synthetic_build(os.path.expanduser(data["cache_dir"]), syn["layout"], syn["pairs"], syn["seed"],
                                  partition=partition, workers=syn["workers"], log=log, regions=syn["regions"],
-                                 holdout_countries=tuple(syn["holdout_countries"]))
+                                 holdout_countries=tuple(syn["holdout_countries"]), world=syn["world"])
     return load_manifest(out, partition=partition)

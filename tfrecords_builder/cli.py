@@ -119,7 +119,7 @@ def cmd_synth(args) -> int:
     from .synth import write_archive
 
     write_archive(args.out, args.layout, args.pairs, args.seed, workers=args.workers, progress=not args.quiet,
-                  regions=args.regions)
+                  regions=args.regions, world=args.world)
     print(f"wrote a synthetic {args.layout} archive of {args.pairs} pairs to {args.out} "
           f"(see {os.path.join(args.out, 'synth.json')})")
     return 0
@@ -129,7 +129,7 @@ def cmd_demo(args) -> int:
     from .inspect import inspect
     from .synth import ensure_synthetic_build
 
-    out = ensure_synthetic_build(args.dir, "v1", args.pairs, args.seed, workers=args.workers)
+    out = ensure_synthetic_build(args.dir, "v1", args.pairs, args.seed, workers=args.workers, world=args.world)
     return inspect(out)
 
 
@@ -183,6 +183,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--regions", type=int, default=0,
                    help="N >= 2: scenes in N countries whose signatures differ (phenology, soil brightness and "
                         "moisture, SAR backscatter); v1 archives get a reBEN-schema country map (default 0: none)")
+    s.add_argument("--world", type=int, default=0,
+                   help="N >= 1: another synthetic world, drawn from N: class signatures, cloud model (N = 1, 2, 3, "
+                        "...: opaque, haze, shadowed, ...) and brightness, SAR speckle and offsets (default 0: the "
+                        "generator's own, as it always was)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     i = command("inspect", "manifest summary and checksum verification", cmd_inspect)
     i.add_argument("dir", help="a build folder (holding manifest.json)")
@@ -193,6 +197,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--pairs", type=int, default=400, help="number of pairs (default 400)")
     d.add_argument("--seed", type=int, default=0, help="seed of the archive (default 0)")
     d.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    d.add_argument("--world", type=int, default=0, help="synthetic world (see synth --world; default 0)")
     be = command("bench", "build time per pair vs a bare rasterio read; --workers 2 speed-up", cmd_bench)
     be.add_argument("--pairs", type=int, default=1500, help="pairs of the synthetic archive (default 1500)")
     be.add_argument("--seed", type=int, default=0, help="seed of the archive (default 0)")

@@ -2,8 +2,9 @@
 
 The real archive is 120 GB and cannot be fetched here, so the builder, its tests and the demo run
 on these. The package holds the spectral library (`spectra`), random fields and land-cover
-textures (`textures`), the pixel model (`pixels`), what an archive holds before any pixel
-(`scenes`), the layout writer (`writer`: GeoTIFF, JSON, lists, parquet, synth.json) and the cached
+textures (`textures`), the pixel model (`pixels`), the climates of regions (`regions`), the worlds
+(`worlds`: signatures, clouds and speckle redrawn from a number), what an archive holds before any
+pixel (`scenes`), the layout writer (`writer`: GeoTIFF, JSON, lists, parquet, synth.json) and the cached
 synthetic build (`cache`).
 
 `writer.GENERATOR_VERSION` changes whenever the same arguments would give other pixels or lists;

@@ -2,40 +2,54 @@
 
 Covers (19-class indices, or dropped 43-class names) get regions of a warped Voronoi mosaic, each
 mixing two endmembers of `spectra` with a texture; clouds touch only the optical image, snow both;
-then sensor noise at each band's native size (optical) and gamma speckle (SAR).
+then sensor noise at each band's native size (optical) and gamma speckle (SAR). A world >= 1
+(`worlds`) changes the signatures, the clouds and the speckle; world 0 draws and computes exactly
+as the generator always did.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..nomenclature import BAND_SIZE, S1_BANDS, S2_BANDS
-from . import regions
+from . import regions, worlds
 from .spectra import CLOUD, COVERS, DROPPED_COVERS, ENDMEMBERS, SNOW, SNOW_VISIBILITY
 from .textures import PATCH_PX, TEXTURES, XX, YY, shifted, smooth
 
-SPECKLE_LOOKS = 4.4  # equivalent number of looks of the GRD backscatter
+SPECKLE_LOOKS = worlds.DEFAULT_LOOKS  # equivalent number of looks of the GRD backscatter (world 0)
 OPTICAL_NOISE = 0.025  # multiplicative per-pixel noise of the optical bands
 
 _S2_SIG = {k: np.asarray(v[0], np.float32) for k, v in ENDMEMBERS.items()}
 _S1_SIG = {k: np.asarray(v[1], np.float32) for k, v in ENDMEMBERS.items()}
 
 
-def synthesize(rng, covers: list, kind: str, climate: str | None = None) -> tuple[dict, dict]:
+def synthesize(rng, covers: list, kind: str, climate: str | None = None, world: int = 0) -> tuple[dict, dict]:
     """BAND -> native-resolution array for S2 (uint16) and S1 (float32 dB) of one pair.
 
     `covers` holds 19-class indices and dropped 43-class names; each gets regions of the
     10 m scene. Clouds touch only the optical image, snow both; noise is added at native size.
     `climate`: a country of `regions.CLIMATES` whose shifted signatures the covers take (None: the
-    library's own); the random draws are the same either way.
+    library's own); the random draws are the same either way. `world`: see `worlds` (0: the
+    library's signatures, today's clouds and speckle).
     """
     cover_map = _segment(rng, len(covers), sum(isinstance(c, int) for c in covers))
-    s2, s1 = _compose(rng, covers, cover_map, *(regions.signatures(climate) if climate else (_S2_SIG, _S1_SIG)))
+    if climate:
+        signatures = regions.signatures(climate, world)
+    else:
+        signatures = worlds.signatures(world) if world else (_S2_SIG, _S1_SIG)
+    s2, s1 = _compose(rng, covers, cover_map, *signatures)
+    w = worlds.world(world) if world else None
+    # a world's clouds draw from their own generator, so a pair's ground, noise and speckle are
+    # the same whether it is clear or cloudy (world 0 keeps its one stream)
+    cloud_rng = np.random.default_rng(rng.integers(2**63)) if w else rng
     if kind in ("cloudy", "very_cloudy"):
-        _add_clouds(rng, s2, full=(kind == "very_cloudy"))
+        if w is None:
+            _add_clouds(rng, s2, full=(kind == "very_cloudy"))
+        else:
+            _add_world_clouds(cloud_rng, s2, w, full=(kind == "very_cloudy"))
     elif kind == "snow":
         visibility = np.asarray([SNOW_VISIBILITY.get(c, 0.95) for c in covers], np.float32)[cover_map]
         _add_snow(rng, s2, s1, visibility)
-    return _optical_bands(rng, s2), _sar_bands(rng, s1)
+    return _optical_bands(rng, s2), _sar_bands(rng, s1, w.speckle_looks if w else SPECKLE_LOOKS)
 
 
 def _segment(rng, n_covers: int, n_labelled: int, min_share: float = 0.08,
@@ -101,6 +115,41 @@ def _add_clouds(rng, s2: np.ndarray, full: bool) -> None:
     s2 += np.asarray(CLOUD, np.float32)[:, None, None] * (alpha * brightness)
 
 
+def _cloud_alpha(rng, full: bool) -> np.ndarray:
+    """Cloud cover in [0, 1] per 10 m pixel: nearly all of a very cloudy patch, or soft-edged cells."""
+    if full:
+        return np.clip(0.92 + 0.2 * (smooth(rng, 5) - 0.5), 0, 1)
+    field = smooth(rng, 5)
+    threshold = np.quantile(field, 1 - rng.uniform(0.2, 0.55))
+    return np.clip((field - threshold) / 0.12, 0, 1) * rng.uniform(0.85, 1.0)
+
+
+def _add_world_clouds(rng, s2: np.ndarray, w, full: bool) -> None:
+    """The clouds of a world >= 1 (`worlds.World.cloud_model`), tops of `w.cloud_spectrum()`.
+
+    opaque: the cloud replaces the ground in every band; haze: per band a share
+    `alpha * opacity(lambda)` of the ground's light is replaced by the layer's, with the opacity
+    1 - exp(-tau(lambda) alpha) falling with wavelength; shadowed: opaque, and beside each cloud
+    its shadow, moved along the world's sun azimuth, removes `shadow_depth` of the ground's light.
+    """
+    alpha = _cloud_alpha(rng, full)
+    brightness = 0.85 + 0.3 * smooth(rng, 8)
+    cloud = w.cloud_spectrum()[:, None, None]
+    if w.cloud_model == "haze":
+        tau = -np.log1p(-w.haze_opacity().astype(np.float64))  # per band, at alpha = 1
+        a = (1 - np.exp(-tau[:, None, None] * alpha[None])).astype(np.float32)
+    else:
+        a = np.broadcast_to(alpha[None], s2.shape)
+        if w.cloud_model == "shadowed" and not full:
+            distance = rng.uniform(*w.shadow_distance_px)
+            azimuth = np.deg2rad(w.shadow_azimuth_deg + rng.normal(0, 5))  # the sun moves little
+            dy, dx = int(round(-distance * np.cos(azimuth))), int(round(distance * np.sin(azimuth)))
+            shadow = shifted(alpha, dy, dx) * (1 - alpha)
+            s2 *= 1 - w.shadow_depth * shadow
+    s2 *= 1 - a
+    s2 += cloud * (a * brightness)
+
+
 def _add_snow(rng, s2: np.ndarray, s1: np.ndarray, visibility: np.ndarray) -> None:
     """Snow: bright visible, dark SWIR, and wet-snow backscatter 3-6 dB lower."""
     field = smooth(rng, 4)
@@ -124,9 +173,9 @@ def _optical_bands(rng, s2: np.ndarray) -> dict:
     return out
 
 
-def _sar_bands(rng, s1_db: np.ndarray) -> dict:
-    """Multiplicative gamma speckle in linear power, back to dB, float32 within -50..+30."""
-    speckle = rng.gamma(SPECKLE_LOOKS, 1 / SPECKLE_LOOKS, size=s1_db.shape).astype(np.float32)
+def _sar_bands(rng, s1_db: np.ndarray, looks: float = SPECKLE_LOOKS) -> dict:
+    """Multiplicative gamma speckle (`looks` looks) in linear power, back to dB, float32 within -50..+30."""
+    speckle = rng.gamma(looks, 1 / looks, size=s1_db.shape).astype(np.float32)
     db = s1_db + 10 * np.log10(np.maximum(speckle, 1e-5))
     db = np.clip(db, -50, 30).astype(np.float32)
     return {band: np.ascontiguousarray(db[i]) for i, band in enumerate(S1_BANDS)}

@@ -1,5 +1,5 @@
 """Regions of a synthetic archive (`synth --regions N`): a country per region, and how its climate
-shifts the land covers' signatures.
+shifts the land covers' signatures (those of the archive's world, `worlds`).
 
 Three physically plausible effects, each a relative change of the endmember signatures in
 `spectra`:
@@ -19,7 +19,7 @@ import functools
 import numpy as np
 
 from ..nomenclature import S2_BANDS
-from .spectra import ENDMEMBERS
+from . import worlds
 
 VEGETATION = ("green_crop", "orchard_canopy", "pasture", "broadleaf", "conifer", "canopy_shadow", "shrub",
               "heather", "garden", "marsh_veg")
@@ -63,11 +63,12 @@ def check_regions(regions) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def signatures(country: str) -> tuple[dict, dict]:
-    """(S2, S1) endmember signatures of `country`'s climate, as float32 arrays by endmember."""
+def signatures(country: str, world: int = 0) -> tuple[dict, dict]:
+    """(S2, S1) endmember signatures of `country`'s climate in `world`, as float32 arrays by endmember."""
     c = CLIMATES[country]
-    s2 = {k: np.asarray(v[0], np.float64) for k, v in ENDMEMBERS.items()}
-    s1 = {k: np.asarray(v[1], np.float64) for k, v in ENDMEMBERS.items()}
+    base2, base1 = worlds.base_signatures(world)
+    s2 = {k: v.copy() for k, v in base2.items()}
+    s1 = {k: v.copy() for k, v in base1.items()}
     band = {b: i for i, b in enumerate(S2_BANDS)}
     for name in VEGETATION:
         for b, share in PHENOLOGY_BANDS.items():

@@ -25,11 +25,13 @@ from ..nomenclature import CLASS_NAMES
 from ..plan import Holdout, Source
 from .pixels import synthesize
 from .regions import check_regions
+from .worlds import check_world
 from .scenes import EXCLUDED_KINDS, KINDS, PATCH_M, plan_archive, public_pair
 
 # Bump when the same arguments would give other files (pixels, lists, parquet, synth.json); cached
 # builds carry it in their folder name. A new option that leaves every earlier output as it was
-# (e.g. `regions`, whose default 0 writes the recorded archives of tests/test_synth.py) does not bump it.
+# (e.g. `regions` or `world`, whose default 0 writes the recorded archives of tests/test_synth.py) does
+# not bump it.
 # 2: industrial covers got white roofs (cloud-like spectrum).
 GENERATOR_VERSION = 2
 
@@ -64,7 +66,7 @@ V2_SCHEMA = pa.schema([
 
 
 def write_archive(out: str, layout: str, pairs: int, seed: int, workers: int = 1, progress: bool = False,
-                  regions: int = 0) -> ArchiveInfo:
+                  regions: int = 0, world: int = 0) -> ArchiveInfo:
     """Write a synthetic archive under `out`; return (and save as out/synth.json) what it holds.
 
     v1 keys: s2_root, s1_root, train, val, test, cloudy_list, snow_list, very_cloudy_list;
@@ -75,13 +77,15 @@ def write_archive(out: str, layout: str, pairs: int, seed: int, workers: int = 1
     `regions` N >= 2 (see `regions`): the scenes lie in N countries whose climates shift the
     pixels; synth.json then also holds `regions`, each pair's `country`, and for v1 `country_map`,
     reBEN-schema parquet files beside the archive that give every v1 patch its country.
+    `world` N >= 1 (see `worlds`): other class signatures, cloud model and brightness, SAR speckle
+    and offsets; synth.json then holds `world` (world 0, the default, writes what it always did).
     Paths in the returned dict are absolute; synth.json stores them relative to `out` so that two
     archives written with the same arguments are byte-identical wherever they live.
     """
-    _check_args(out, layout, pairs, seed, workers, regions)
+    _check_args(out, layout, pairs, seed, workers, regions, world)
     os.makedirs(out, exist_ok=True)
     scenes, tasks = plan_archive(layout, pairs, seed, regions)
-    _write_pairs(out, layout, seed, scenes, tasks, workers, progress)
+    _write_pairs(out, layout, seed, scenes, tasks, workers, progress, int(world))
     files = _write_lists_v1(out, tasks) if layout == "v1" else _write_lists_v2(out, tasks, scenes)
     if regions:
         files["regions"] = regions
@@ -92,6 +96,7 @@ def write_archive(out: str, layout: str, pairs: int, seed: int, workers: int = 1
         "generator": GENERATOR_VERSION,
         **files,
         "seed": seed,
+        **({"world": int(world)} if world else {}),  # (absent in world 0: its synth.json stays as it was)
         "kinds": {k: sum(t["kind"] == k for t in tasks) for k in KINDS},
         "pairs": [public_pair(t, layout) for t in tasks],
     }
@@ -128,9 +133,10 @@ def read_archive_info(out: str) -> ArchiveInfo:
     return info
 
 
-def _check_args(out, layout, pairs, seed, workers, regions):
+def _check_args(out, layout, pairs, seed, workers, regions, world=0):
     """Refuse what would give an unusable or silently mixed archive."""
     check_regions(regions)
+    check_world(world)
     if layout not in ("v1", "v2"):
         raise ValueError(f"unknown layout {layout!r}: expected 'v1' or 'v2'")
     if isinstance(pairs, bool) or not isinstance(pairs, (int, np.integer)) or pairs < 20:
@@ -146,8 +152,8 @@ def _check_args(out, layout, pairs, seed, workers, regions):
 # --------------------------------------------------------------------------------------------
 # Writing the pairs (in parallel when asked)
 # --------------------------------------------------------------------------------------------
-def _write_pairs(out, layout, seed, scenes, tasks, workers, progress):
-    jobs = [(out, layout, seed, scenes[t["scene"]], t) for t in tasks]
+def _write_pairs(out, layout, seed, scenes, tasks, workers, progress, world=0):
+    jobs = [(out, layout, seed, scenes[t["scene"]], t, world) for t in tasks]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -172,9 +178,9 @@ def _write_pairs(out, layout, seed, scenes, tasks, workers, progress):
 
 def _write_pair(job) -> None:
     """Synthesise and write the 12 S2 bands, VV and VH (and the v1 JSON files) of one pair."""
-    out, layout, seed, scene, task = job
+    out, layout, seed, scene, task, world = job
     rng = np.random.default_rng([seed, task["index"]])
-    s2, s1 = synthesize(rng, task["covers"], task["kind"], task["climate"])
+    s2, s1 = synthesize(rng, task["covers"], task["kind"], task["climate"], world)
     if layout == "v1":
         s2_dir, s1_dir = L.v1_dirs(os.path.join(out, L.V1_S2_DIR), os.path.join(out, L.V1_S1_DIR),
                                    task["s2v1_name"], task["s1_name"])
