@@ -214,20 +214,36 @@ def test_isotonic_calibrator_and_its_graph_twin_equal_sklearn():
 
 
 # ------------------------------------------------------------------------------------ the layer
+def _classifier_inputs(f=12, c=C, seed=9):
+    """Non-negative features near a 4-dimensional subspace (in) or spread out (out, a larger
+    ``spread``) and a classifier (kernel [f, c], bias [c]): what vim and scale read."""
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(4, f))
+    kernel, bias = rng.normal(size=(f, c)) / 2, rng.normal(size=c) + 1.0
+
+    def features(n, spread=0.1):
+        return np.abs(rng.normal(size=(n, 4)) @ basis + spread * rng.normal(size=(n, f)))
+
+    return features, (kernel, bias)
+
+
 def _fitted(name, method, d=16, c=C):
     """A fitted detector and calibrator on synthetic data, and fresh test inputs (not the
-    calibration samples)."""
+    calibration samples): (embedding, logits, features)."""
     rng = np.random.default_rng(8)
+    features, classifier = _classifier_inputs(c=c)
     x = rng.normal(size=(400, d))
-    stats = det.fit(name, x, _labels(rng, 400, c), {"knn_k": 4, "knn_reference": 150, "seed": 1})
+    stats = det.fit(name, x, _labels(rng, 400, c), {"knn_k": 4, "knn_reference": 150, "seed": 1},
+                    features=features(400), classifier=classifier)
 
     def inputs(n):
         e = np.concatenate([rng.normal(size=(n, d)), rng.normal(1.0, 1.6, size=(n, d))]).astype(np.float32)
         lg = np.concatenate([rng.normal(0, 3, size=(n, c)), rng.normal(0, 1, size=(n, c))]).astype(np.float32)
-        return e, lg
+        ft = np.concatenate([features(n), features(n, 1.0)]).astype(np.float32)
+        return e, lg, ft
 
-    e_val, l_val = inputs(80)
-    s = det.raw_score(name, e_val, l_val, stats)
+    e_val, l_val, f_val = inputs(80)
+    s = det.raw_score(name, e_val, l_val, stats, f_val)
     calibrator = det.fit_calibrator(s[:80], s[80:], method)
     return stats, calibrator, inputs(50)
 
@@ -235,21 +251,22 @@ def _fitted(name, method, d=16, c=C):
 @pytest.mark.parametrize("method", det.CALIBRATIONS)
 @pytest.mark.parametrize("name", det.POST_HOC)
 def test_layer_equals_the_numpy_path(name, method, tmp_path):
-    stats, calibrator, (e, lg) = _fitted(name, method)
-    s64 = det.raw_score(name, e, lg, stats)
+    stats, calibrator, (e, lg, ft) = _fitted(name, method)
+    s64 = det.raw_score(name, e, lg, stats, ft)
     expected = calibrator(s64)
     layer = det.DetectorProbability.from_fitted(name, stats, calibrator, name=f"p_{name}")
     assert not layer.trainable_weights and layer.non_trainable_weights
 
-    traced = tf.function(lambda a, b: layer([a, b]))
-    inputs = [keras.Input((e.shape[1],), name="embedding"), keras.Input((lg.shape[1],), name="logits")]
+    traced = tf.function(lambda a, b, f: layer([a, b, f]))
+    inputs = [keras.Input((e.shape[1],), name="embedding"), keras.Input((lg.shape[1],), name="logits"),
+              keras.Input((ft.shape[1],), name="features")]
     model = keras.Model(inputs, layer(inputs))
     assert model.output.shape == (None, 1)
     file = str(tmp_path / "detector.keras")
     model.save(file)
     loaded = keras.saving.load_model(file)
-    outputs = {"eager": layer([e, lg]), "traced": traced(tf.constant(e), tf.constant(lg)),
-               "functional": model([e, lg]), "loaded": loaded.predict([e, lg], verbose=0)}
+    outputs = {"eager": layer([e, lg, ft]), "traced": traced(tf.constant(e), tf.constant(lg), tf.constant(ft)),
+               "functional": model([e, lg, ft]), "loaded": loaded.predict([e, lg, ft], verbose=0)}
     assert loaded.get_layer(f"p_{name}").get_config() == layer.get_config()
 
     if method == "logistic":  # smooth: float32 scoring error stays far below 1e-5
@@ -262,7 +279,7 @@ def test_layer_equals_the_numpy_path(name, method, tmp_path):
     # float32 rounding of the score and of the thresholds, so: within 1e-5 except on such
     # segments, and everywhere within their slope times that rounding. The interpolation itself
     # is exact (test_isotonic_calibrator_and_its_graph_twin_equal_sklearn).
-    s32 = np.asarray(layer.score(e, lg), np.float64)
+    s32 = np.asarray(layer.score(e, lg, ft), np.float64)
     np.testing.assert_allclose(s32, s64, rtol=2e-6, atol=1e-6 * np.abs(s64).max())
     slope = np.max(np.diff(calibrator.y) / np.maximum(np.diff(calibrator.x), 1e-300))
     rounding = np.abs(s32 - s64).max() + 3 * np.finfo(np.float32).eps * np.abs(calibrator.x).max()
@@ -290,7 +307,7 @@ def test_saved_detectors_reload_and_unfitted_or_stale_ones_are_one_line_errors(t
     assert str(e.value) == f"{run}: detector knn (optical) was never fitted; fit it with {command}"
     assert not det.is_fitted(run, "knn", "optical", settings)
 
-    stats, calibrator, (e_in, lg) = _fitted("knn", "logistic")
+    stats, calibrator, (e_in, lg, _) = _fitted("knn", "logistic")
     file = det.save(run, "knn", "optical", stats, calibrator, settings)
     assert file == os.path.join(str(run), "detectors", "knn_optical.npz")
     assert os.listdir(run / "detectors") == ["knn_optical.npz"]  # no temporary left behind
@@ -321,10 +338,13 @@ def test_saved_detectors_reload_and_unfitted_or_stale_ones_are_one_line_errors(t
 
 
 def test_registry_and_checks_echo_what_they_received():
-    assert det.DETECTORS == {"confidence": "logits", "max_logit": "logits", "joint_energy": "logits",
-                             "mahalanobis": "embedding", "mahalanobis_class": "embedding", "knn": "embedding",
-                             "binary_head": "embedding"}
-    assert det.POST_HOC == ("confidence", "max_logit", "joint_energy", "mahalanobis", "mahalanobis_class", "knn")
+    assert {n: c.reads for n, c in det.DETECTORS.items()} == {
+        "confidence": ("logits",), "max_logit": ("logits",), "joint_energy": ("logits",), "mahalanobis": ("embedding",),
+        "mahalanobis_class": ("embedding",), "knn": ("embedding",), "binary_head": ("embedding",),
+        "mahalanobis_normalized": ("embedding",), "vim": ("features", "logits", "classifier"),
+        "scale": ("features", "logits", "classifier")}
+    assert det.POST_HOC == ("confidence", "max_logit", "joint_energy", "mahalanobis", "mahalanobis_class", "knn",
+                            "mahalanobis_normalized", "vim", "scale")
     assert det.CALIBRATIONS == ("logistic", "isotonic")
     with pytest.raises(ValueError, match="unknown detector 'energy'"):
         det.raw_score("energy", logits=np.zeros((1, 2)))
