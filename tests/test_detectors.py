@@ -18,6 +18,7 @@ from sklearn.isotonic import IsotonicRegression  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
+from tf_fusion import detector_registry as det_registry  # noqa: E402
 from tf_fusion import detectors as det  # noqa: E402
 from tf_fusion.runs import RunError  # noqa: E402
 
@@ -149,6 +150,144 @@ def test_knn_reference_is_bounded_and_seeded():
     assert len(det.reference_indices(30, 100, 7)) == 30  # never more than there is
     with pytest.raises(ValueError, match="knn_k=5 needs at least 5 training embeddings, got 4"):
         det.fit("knn", x[:4], None, settings)
+
+
+def _softplus_sum(z):
+    """The joint energy Σ_c log(1 + e^{z_c}), written out."""
+    return np.sum(np.log1p(np.exp(-np.abs(z))) + np.maximum(z, 0), axis=1)
+
+
+def test_mahalanobis_normalized_is_the_class_gaussian_of_unit_embeddings():
+    """Mahalanobis++ (Mueller & Hein 2025): every embedding divided by its norm, then class means,
+    one shared Ledoit–Wolf covariance of the class-centred unit vectors, −min_c distance."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(250, D)) * rng.uniform(0.2, 5.0, size=(250, 1)) + 1.0  # norms spread out
+    y = _labels(rng, 250)
+    unit = x / np.sqrt((x ** 2).sum(axis=1, keepdims=True))
+    classes = [c for c in range(C) if y[:, c].any()]
+    means = np.array([unit[y[:, c]].mean(axis=0) for c in classes])
+    centred = np.concatenate([unit[y[:, c]] - means[j] for j, c in enumerate(classes)])
+    cov = LedoitWolf(assume_centered=True).fit(centred).covariance_
+    z = rng.normal(size=(9, D)) * 4
+    z_unit = z / np.sqrt((z ** 2).sum(axis=1, keepdims=True))
+    expected = [-min((v - m) @ np.linalg.solve(cov, v - m) for m in means) for v in z_unit]
+
+    stats = det.fit("mahalanobis_normalized", x, y, None)
+    np.testing.assert_allclose(stats["means"], means, rtol=1e-5, atol=1e-6)
+    score = det.raw_score("mahalanobis_normalized", z, stats=stats)
+    np.testing.assert_allclose(score, expected, rtol=1e-4)  # float32 stats
+    np.testing.assert_allclose(det.raw_score("mahalanobis_normalized", 7.0 * z, stats=stats), score, rtol=1e-9)
+
+
+def test_vim_is_the_papers_virtual_logit_with_the_sigmoid_energy():
+    """ViM (Wang et al. 2022), built here from scratch: origin o with W o + b = 0 (minimum norm),
+    the principal subspace of the training x − o by SVD, the residual's norm, α = mean max
+    logit / mean residual on train; score = Σ softplus(logits) − α·residual."""
+    rng = np.random.default_rng(13)
+    f, c, n = 20, 6, 300
+    kernel, bias = rng.normal(size=(f, c)), rng.normal(size=c) + 2.0
+    train = np.abs(rng.normal(size=(n, 5)) @ rng.normal(size=(5, f)) + 0.1 * rng.normal(size=(n, f)))
+    o = -np.linalg.lstsq(kernel.T, bias, rcond=None)[0]  # Wᵀ-space: logits = x @ kernel + bias
+    np.testing.assert_allclose(o @ kernel + bias, 0, atol=1e-9)
+    k = f // 2  # the paper's rule below 768 features
+    v = np.linalg.svd(train - o, full_matrices=False)[2][:k].T  # [f, k] principal directions
+
+    def residual(x):
+        u = x - o
+        return np.sqrt(((u - u @ v @ v.T) ** 2).sum(axis=1))
+
+    alpha = (train @ kernel + bias).max(axis=1).mean() / residual(train).mean()
+    x = np.abs(rng.normal(size=(8, f)) * 2)
+    logits = x @ kernel + bias
+    expected = _softplus_sum(logits) - alpha * residual(x)
+
+    stats = det.fit("vim", None, None, None, features=train, classifier=(kernel, bias))
+    assert stats["basis"].shape == (f, k) and float(stats["alpha"]) == pytest.approx(alpha, rel=1e-9)
+    np.testing.assert_allclose(det.raw_score("vim", logits=logits, features=x, stats=stats), expected, rtol=1e-5)
+    assert [det_registry.vim_dim(w) for w in (64, 767, 768, 2047, 2048, 4096)] == [32, 383, 512, 512, 1000, 1000]
+
+
+def test_scale_is_the_papers_scaled_activations_with_the_sigmoid_energy():
+    """SCALE (Xu et al. 2024), from the paper: r = Σ a / Σ of the activations above the 85th
+    percentile (the top F − round(0.85 F)), the activations scaled by e^r before the classifier,
+    score = Σ softplus of those logits."""
+    rng = np.random.default_rng(14)
+    f, c = 40, 6
+    kernel, bias = rng.normal(size=(f, c)) / 3, rng.normal(size=c)
+    a = np.maximum(rng.normal(0.3, 1.0, size=(10, f)), 0)  # post-ReLU: many exact zeros
+    a[3] = 0.0  # no activation at all: r = 1
+    top = f - round(0.85 * f)
+    above = np.array([np.sort(row)[::-1][:top].sum() for row in a])
+    r = np.where(above > 0, a.sum(axis=1) / np.where(above > 0, above, 1), 1.0)
+    expected = _softplus_sum((a * np.exp(r)[:, None]) @ kernel + bias)
+
+    stats = det.fit("scale", None, None, None, classifier=(kernel, bias))
+    got = det.raw_score("scale", logits=a @ kernel + bias, features=a, stats=stats)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_one_class_and_one_entry_make_a_detector(tmp_path):
+    """A detector registered here alone — −‖z − μ‖, μ the training mean — is fitted, scored,
+    calibrated, saved in a run, computed in a DetectorProbability layer and round-tripped through
+    a .keras file, with no other change anywhere."""
+
+    class NegativeNorm(det_registry.Detector):
+        name, reads, stats_keys, train_pass = "negative_norm", ("embedding",), ("center",), True
+
+        @classmethod
+        def fit(cls, inputs, labels, settings):
+            return {"center": cls.training(inputs, "embedding").mean(axis=0)}
+
+        @classmethod
+        def score(cls, inputs, stats):
+            x = cls.matrix(inputs, "embedding", len(stats["center"]))
+            return -np.linalg.norm(x - stats["center"], axis=1)
+
+        @classmethod
+        def graph_constants(cls, stats):
+            return {"center": np.asarray(stats["center"], np.float64)}
+
+        @classmethod
+        def graph_score(cls, inputs, constants, static):
+            return -keras.ops.sqrt(keras.ops.sum(keras.ops.square(inputs["embedding"] - constants["center"]), axis=-1))
+
+        @classmethod
+        def widths(cls, shapes):
+            return {"embedding": shapes["center"][0]}
+
+    det_registry.register(NegativeNorm)
+    try:
+        with pytest.raises(ValueError, match="a detector needs a new name; got 'negative_norm'"):
+            det_registry.register(NegativeNorm)
+        rng = np.random.default_rng(15)
+        stats = det.fit("negative_norm", rng.normal(size=(200, D)), None, None)
+        e_in, e_out = rng.normal(size=(60, D)), rng.normal(4.0, 1.0, size=(60, D))
+        calibrator = det.fit_calibrator(det.raw_score("negative_norm", e_in, stats=stats),
+                                        det.raw_score("negative_norm", e_out, stats=stats))
+        det.save(tmp_path, "negative_norm", "sar", stats, calibrator, None)
+        stats, calibrator = det.load(tmp_path, "negative_norm", "sar", None)
+        z = np.concatenate([e_in[:5], e_out[:5]]).astype(np.float32)
+        want = calibrator(det.raw_score("negative_norm", z, stats=stats))
+        assert want[:5].min() > 0.5 > want[5:].max()
+        inputs = [keras.Input((D,)), keras.Input((C,))]
+        model = keras.Model(inputs, det.DetectorProbability.from_fitted("negative_norm", stats, calibrator)(inputs))
+        model.save(tmp_path / "toy.keras")
+        loaded = keras.saving.load_model(tmp_path / "toy.keras")
+        np.testing.assert_allclose(loaded.predict([z, np.zeros((10, C))], verbose=0)[:, 0], want, atol=1e-5)
+    finally:
+        det_registry.DETECTORS.pop("negative_norm")
+
+
+def test_the_registry_imports_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
+            "from tf_fusion import config, detector_registry as r; "
+            "assert config.RULES['ood.detector'] == tuple(r.DETECTORS); print(len(r.DETECTORS))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0 and proc.stdout.strip() == str(len(det.DETECTORS)), proc.stderr[-2000:]
 
 
 # ------------------------------------------------------------------------------------ calibration
