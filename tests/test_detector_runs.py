@@ -189,7 +189,8 @@ def _real_inputs(real_examples, run):
     return raw, {k: np.asarray(v) for k, v in x.items()}
 
 
-SAVED = ("knn",)  # exported and reloaded; the others' serving function runs in memory
+SAVED = ("knn", "mahalanobis_normalized", "vim", "scale")  # exported and reloaded; the others' serving function
+# runs in memory
 
 
 def test_saved_model_computes_p_in_its_graph_as_the_offline_detector(fitted_copy, real_examples, tmp_path):
@@ -206,6 +207,9 @@ def test_saved_model_computes_p_in_its_graph_as_the_offline_detector(fitted_copy
     ones, zeros = np.ones((len(FLAGS), 1), "float32"), np.zeros((len(FLAGS), 1), "float32")
     logits = {m: np.asarray(fusion.fusion_head([z["optical"], z["sar"], *gates], training=False))
               for m, gates in (("optical", (ones, zeros)), ("sar", (zeros, ones)))}
+    reads = keras.Model(fusion.fusion_head.inputs, fusion.fusion_head.get_layer("logits").input)  # the classifier's input
+    features = {m: np.asarray(reads([z["optical"], z["sar"], *gates], training=False))
+                for m, gates in (("optical", (ones, zeros)), ("sar", (zeros, ones)))}
     bad = {k: v.astype(np.float32) if k in serving.S2_BANDS else v for k, v in raw.items()}
     bad["B02"] = bad["B02"].copy()
     bad["B02"][1, 3, 3] = np.nan
@@ -227,14 +231,15 @@ def test_saved_model_computes_p_in_its_graph_as_the_offline_detector(fitted_copy
         for m, key, flag in (("optical", "p_optical_in_distribution", FLAGS[:, 0]),
                              ("sar", "p_sar_in_distribution", FLAGS[:, 1])):
             stats, calibrator = fitted[name][m]
-            want = calibrator(detectors.raw_score(name, embedding[m], logits[m], stats))
+            want = calibrator(detectors.raw_score(name, embedding[m], logits[m], stats, features[m]))
             np.testing.assert_allclose(out[key][flag == 1], want[flag == 1], rtol=0, atol=1e-5, err_msg=f"{name} {m}")
             assert (out[key][flag == 0] == 0).all(), (name, m)
         if name == "knn":
             nonfinite = signature(**{k: tf.constant(v) for k, v in bad.items()})["p_optical_in_distribution"].numpy()
             assert nonfinite[1] == 0 and np.isfinite(nonfinite).all()
+        if name in SAVED:
             with open(os.path.join(model_dir, "assets", "serving.json")) as f:
-                assert json.load(f)["ood_detector"] == "knn"
+                assert json.load(f)["ood_detector"] == name
 
 
 # ------------------------------------------------------------------------------------ evaluate --detectors

@@ -8,23 +8,23 @@ the rest of the project calls (``raw_score``, ``fit``), the calibrators, the run
 and the one Keras layer, ``DetectorProbability``, that computes any registered detector's p in
 the graph. Every raw score is oriented so that HIGHER = MORE in-distribution:
 
-========================  =========================  ===================================================
-name                      reads                      raw score
-========================  =========================  ===================================================
-confidence                logits                     mean_c max(p_c, 1 − p_c), p = sigmoid(logit): MSP for sigmoids
-max_logit                 logits                     max_c logit_c
-joint_energy              logits                     Σ_c log(1 + e^{logit_c}) (multi-label energy, Wang et al. 2021)
-mahalanobis               embedding                  −(z − μ)ᵀ P (z − μ): one Gaussian of the training embeddings
-mahalanobis_class         embedding                  −min_c (z − μ_c)ᵀ P (z − μ_c): per-class means, shared covariance
-knn                       embedding                  −‖ẑ − r̂_(k)‖: distance to the k-th nearest L2-normalised
-                                                     embedding of a seeded training sample (the reference)
-mahalanobis_normalized    embedding                  mahalanobis_class on L2-normalised embeddings (Mahalanobis++)
-vim                       features, logits,          Σ_c softplus(logit_c) − α‖(x − o)(I − PPᵀ)‖ (ViM with the
-                          classifier                 sigmoid energy; o = −pinv(Wᵀ)b, P principal subspace)
-scale                     features, logits,          Σ_c softplus(e^r (logit_c − b_c) + b_c), r = Σa / Σ top-15 % a
-                          classifier                 (SCALE with the sigmoid energy)
-binary_head               embedding                  the paper's trained heads (``tf_fusion.ood``); listed, not here
-========================  =========================  ===================================================
+======================  ==========  =========================================================
+name                    reads       raw score
+======================  ==========  =========================================================
+confidence              logits      mean_c max(p_c, 1 − p_c), p = sigmoid(logit): MSP for sigmoids
+max_logit               logits      max_c logit_c
+joint_energy            logits      Σ_c log(1 + e^{logit_c}) (multi-label energy, Wang et al. 2021)
+mahalanobis             embedding   −(z − μ)ᵀ P (z − μ): one Gaussian of the training embeddings
+mahalanobis_class       embedding   −min_c (z − μ_c)ᵀ P (z − μ_c): per-class means, shared covariance
+knn                     embedding   −‖ẑ − r̂_(k)‖: distance to the k-th nearest L2-normalised
+                                    embedding of a seeded training sample (the reference)
+mahalanobis_normalized  embedding   mahalanobis_class on L2-normalised embeddings (Mahalanobis++)
+vim                     features,   Σ_c softplus(logit_c) − α‖(x − o)(I − PPᵀ)‖ (ViM, sigmoid
+                        logits, W   energy; o = −pinv(Wᵀ)b, P the principal subspace of train)
+scale                   features,   Σ_c softplus(e^r (logit_c − b_c) + b_c), r = Σa / Σ top 15 % a
+                        logits, b   (SCALE, sigmoid energy)
+binary_head             embedding   the paper's trained heads (``tf_fusion.ood``); listed, not here
+======================  ==========  =========================================================
 
 Fitting (``fit``). Covariances are scikit-learn's ``LedoitWolf`` (shrinkage towards a scaled
 identity, so the precision P exists even when D ≥ N); ``mahalanobis`` fits it to the training
