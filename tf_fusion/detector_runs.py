@@ -213,9 +213,10 @@ _OUTPUTS = {registry.EMBEDDING: "embedding_{m}", registry.FEATURES: "features_{m
 
 
 def _train_samples(call, manifest, config: dict, samples: dict, reads) -> dict:
-    """{sample name: {modality: {what: [n, K]}, "labels": [n, C]}} of several subsamples of
-    `train` (``samples``: {name: sorted row indices}), all from one pass; ``reads``: what to keep
-    of each row (the embedding, the classifier's input and the single-modality logits)."""
+    """{detector: {modality: {what: [n, K]}, "labels": [n, C]}} of several subsamples of `train`
+    (``samples``: {detector: sorted row indices}), all from one pass; ``reads``: what to keep of
+    each row (the embedding, the classifier's input, the single-modality logits), each detector
+    getting what it reads (one copy per distinct subsample)."""
     from .adaptive import single_modality_pass
 
     keys = {m: {what: (f"logits_{single_modality_pass(m).method}" if what == registry.LOGITS
@@ -231,12 +232,18 @@ def _train_samples(call, manifest, config: dict, samples: dict, reads) -> dict:
         labels.append(y[rows])
     kept = {m: {what: np.concatenate(v) for what, v in per.items()} for m, per in parts.items()}
     kept_labels = np.concatenate(labels)
+    cache = {}  # detectors on the same rows share one copy of what they read
 
-    def rows_of(idx):
-        at = np.searchsorted(keep, idx)
-        return {**{m: {what: v[at] for what, v in per.items()} for m, per in kept.items()}, "labels": kept_labels[at]}
+    def rows(idx, m, what):
+        key = (idx.tobytes(), m, what)
+        if key not in cache:
+            at = np.searchsorted(keep, idx)
+            cache[key] = kept_labels[at] if what == "labels" else kept[m][what][at]
+        return cache[key]
 
-    return {name: rows_of(idx) for name, idx in samples.items()}
+    return {name: {**{m: {what: rows(idx, m, what) for what in reads if what in registry.DETECTORS[name].reads}
+                      for m in MODALITIES}, "labels": rows(idx, None, "labels")}
+            for name, idx in samples.items()}
 
 
 def fit_run(run: Run, names, log=print, fusion=None, manifest=None) -> dict:
