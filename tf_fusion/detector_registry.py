@@ -168,7 +168,7 @@ def get(name: str) -> type[Detector]:
 
 def post_hoc(name: str) -> type[Detector]:
     """The class of post-hoc detector ``name`` (not the trained binary heads)."""
-    cls = get(name) if name != BINARY_HEAD else DETECTORS[BINARY_HEAD]
+    cls = get(name)
     if not cls.post_hoc:
         names = ", ".join(n for n, c in DETECTORS.items() if c.post_hoc)
         raise ValueError(f"{name} is the paper's trained head (python -m tf_fusion.ood), not a post-hoc score; "

@@ -360,22 +360,22 @@ class DetectorProbability(_Float32Layer):
         kind = registry.post_hoc(detector)
         kind.check_stats(stats)
         _check_calibrator(calibrator)
-        values = {k: np.asarray(v, np.float64) for k, v in kind.graph_constants(stats).items()}
+        constants = {k: np.asarray(v, np.float64) for k, v in kind.graph_constants(stats).items()}
         extra = {}
         if calibrator.method == "logistic":
-            values["params"] = calibrator.to_arrays()["params"]
+            calibration = {"params": calibrator.to_arrays()["params"]}
         else:
             x, y = np.asarray(calibrator.x, np.float64), np.asarray(calibrator.y, np.float64)
             if len(x) == 1:  # one threshold: a constant (two equal points interpolate to it)
                 x, y = np.repeat(x, 2), np.repeat(y, 2)
             extra["num_thresholds"] = int(len(x))
-            values.update(thresholds_x=x, thresholds_y=y)
-        constants = {k: list(v.shape) for k, v in kind.graph_constants(stats).items()}
-        layer = cls(detector, calibrator.method, constants=constants, static=kind.graph_static(stats),
-                    **extra, **kwargs)
-        for key, value in values.items():
-            target = layer.constants[key] if key in layer.constants else getattr(layer, key)
-            target.assign(np.asarray(value, np.float32))
+            calibration = {"thresholds_x": x, "thresholds_y": y}
+        layer = cls(detector, calibrator.method, constants={k: list(v.shape) for k, v in constants.items()},
+                    static=kind.graph_static(stats), **extra, **kwargs)
+        for key, value in constants.items():
+            layer.constants[key].assign(np.asarray(value, np.float32))
+        for key, value in calibration.items():
+            getattr(layer, key).assign(np.asarray(value, np.float32))
         return layer
 
     def build(self, input_shape):
