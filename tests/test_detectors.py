@@ -204,7 +204,7 @@ def test_vim_is_the_papers_virtual_logit_with_the_sigmoid_energy():
     stats = det.fit("vim", None, None, None, features=train, classifier=(kernel, bias))
     assert stats["basis"].shape == (f, k) and float(stats["alpha"]) == pytest.approx(alpha, rel=1e-9)
     np.testing.assert_allclose(det.raw_score("vim", logits=logits, features=x, stats=stats), expected, rtol=1e-5)
-    assert [det_registry.vim_dim(w) for w in (64, 767, 768, 2047, 2048, 4096)] == [32, 383, 512, 512, 1000, 1000]
+    assert [det_registry.ViM.dim(w) for w in (64, 767, 768, 2047, 2048, 4096)] == [32, 383, 512, 512, 1000, 1000]
 
 
 def test_scale_is_the_papers_scaled_activations_with_the_sigmoid_energy():

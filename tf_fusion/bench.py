@@ -332,7 +332,7 @@ def bench_detectors(args) -> int:
                 extra = (f" (reference R = {r} embeddings × D = {d}: {r * d / 1e6:.2f} M multiply-adds and a top-{settings['knn_k']} "
                          f"over {r} per sample per modality; a {4 * r * d / 2 ** 20:.1f} MiB float32 constant per modality)")
             if name == "vim":
-                k = registry.vim_dim(f)
+                k = registry.DETECTORS["vim"].dim(f)
                 extra = f" (basis F = {f} × {k}: {2 * f * k / 1e6:.2f} M multiply-adds per sample per modality)"
             print(f"{name}: ratio {min(times[name]) / base:.3f}{extra}", flush=True)
     return 0

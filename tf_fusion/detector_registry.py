@@ -476,17 +476,11 @@ class MahalanobisNormalized(MahalanobisClass):
 
 
 # ------------------------------------------------------------------------------------ classifier scores
-def vim_dim(width: int) -> int:
-    """ViM's principal dimension for features of ``width`` F: the paper's rule (1000 if F ≥ 2048,
-    512 if F ≥ 768, else F // 2)."""
-    return 1000 if width >= 2048 else 512 if width >= 768 else max(1, width // 2)
-
-
 @register
 class ViM(Detector):
     """Virtual-logit Matching (Wang et al., CVPR 2022) on the classifier's input x and its
     (W, b): origin o = −pinv(Wᵀ) b (the point whose logits are all 0; W the [F, C] kernel),
-    P the top ``vim_dim(F)`` principal directions of the training (x − o) (eigenvectors of
+    P the top ``dim(F)`` principal directions of the training (x − o) (eigenvectors of
     their uncentred covariance), residual r(x) = ‖(x − o)(I − PPᵀ)‖, α = |mean max logit| /
     mean r over the training rows. The paper's score is logsumexp(logits) − α·r (softmax); our
     classifier is multi-label sigmoid, so its energy is the joint energy Σ_c softplus(logit_c)
@@ -494,6 +488,12 @@ class ViM(Detector):
     penalty should a sigmoid classifier's mean max logit be negative.)"""
 
     name, reads, stats_keys, train_pass = "vim", (FEATURES, LOGITS, CLASSIFIER), ("origin", "basis", "alpha"), True
+
+    @staticmethod
+    def dim(width: int) -> int:
+        """The principal dimension for features of ``width`` F: the paper's rule (1000 if
+        F ≥ 2048, 512 if F ≥ 768, else F // 2)."""
+        return 1000 if width >= 2048 else 512 if width >= 768 else max(1, width // 2)
 
     @classmethod
     def fit(cls, inputs, labels, settings):
@@ -504,7 +504,7 @@ class ViM(Detector):
         origin = -np.linalg.pinv(kernel.T) @ bias
         u = x - origin
         values, vectors = np.linalg.eigh(u.T @ u / len(u))
-        basis = vectors[:, np.argsort(values)[::-1][:vim_dim(x.shape[1])]]
+        basis = vectors[:, np.argsort(values)[::-1][:cls.dim(x.shape[1])]]
         residual = cls._residual(u, basis)
         alpha = abs(float((x @ kernel + bias).max(axis=1).mean())) / max(float(residual.mean()), NORM_EPS)
         return {"origin": origin.astype(np.float32), "basis": basis.astype(np.float32),
@@ -543,19 +543,10 @@ class ViM(Detector):
         return {FEATURES: shapes["origin"][0]}
 
 
-SCALE_PERCENTILE = 0.85  # SCALE's p (the paper's ImageNet setting)
-
-
-def scale_top(width: int) -> int:
-    """How many activations count as above SCALE's p-th percentile: F − round(p·F), at least 1
-    (the authors' code: the top-k of the flattened activations)."""
-    return max(1, width - int(round(width * SCALE_PERCENTILE)))
-
-
 @register
 class Scale(Detector):
     """SCALE (Xu et al., ICLR 2024) on the classifier's input a ≥ 0 and its bias b: per sample
-    r = Σ a / (sum of the top ``scale_top(F)`` activations, those above the p = 0.85
+    r = Σ a / (sum of the top ``top(F)`` activations, those above the p = 0.85
     percentile), a scaled by exp(r), so logits' = exp(r)·(W a) + b = exp(r)·(logits − b) + b,
     score = the joint energy Σ_c softplus(logit'_c) (the sigmoid twin of the paper's
     logsumexp). Nothing is fitted but the bias, taken from the classifier. Our features are
@@ -563,6 +554,13 @@ class Scale(Detector):
     max(a, 0) and a row with no positive activation gets r = 1."""
 
     name, reads, stats_keys = "scale", (FEATURES, LOGITS, CLASSIFIER), ("bias",)
+    percentile = 0.85  # p, the paper's ImageNet setting
+
+    @classmethod
+    def top(cls, width: int) -> int:
+        """How many activations count as above the p-th percentile: F − round(p·F), at least 1
+        (the authors' code: the top-k of the flattened activations)."""
+        return max(1, width - int(round(width * cls.percentile)))
 
     @classmethod
     def fit(cls, inputs, labels, settings):
@@ -573,7 +571,7 @@ class Scale(Detector):
         bias = np.asarray(cls.check_stats(stats)["bias"], np.float64)
         z = cls.matrix(inputs, LOGITS, bias.shape[0])
         a = np.maximum(cls.matrix(inputs, FEATURES), 0.0)
-        top = -np.sort(-a, axis=1)[:, :scale_top(a.shape[1])].sum(axis=1)
+        top = -np.sort(-a, axis=1)[:, :cls.top(a.shape[1])].sum(axis=1)
         r = np.where(top > 0, a.sum(axis=1) / np.where(top > 0, top, 1.0), 1.0)
         return _joint_energy(np.exp(r)[:, None] * (z - bias) + bias)
 
@@ -589,7 +587,7 @@ class Scale(Detector):
         width = a.shape[-1]
         if width is None:
             raise ValueError(f"scale needs the features' width in the graph; got shape {tuple(a.shape)}")
-        top = ops.sum(ops.top_k(a, scale_top(int(width)), sorted=False)[0], axis=-1)
+        top = ops.sum(ops.top_k(a, cls.top(int(width)), sorted=False)[0], axis=-1)
         positive = top > 0
         r = ops.where(positive, ops.sum(a, axis=-1) / ops.where(positive, top, 1.0), 1.0)
         bias = constants["bias"]
