@@ -169,9 +169,14 @@ def expected(info, held_out=()):
 
 def count_branch_calls(monkeypatch, fusion) -> dict:
     """{"opt", "sar", "head"}: how often the branches and the fusion head of ``fusion`` run from
-    now on (eager calls, or traces in a tf.function), counted by wrapping each layer's ``call``."""
+    now on (eager calls, or traces in a tf.function), counted by wrapping each layer's ``call``;
+    the head by its classifier (the final Dense, ``logits``), which runs once per head call
+    whichever model wraps the head's layers (``FusionModel.head_features``)."""
+    from tf_fusion.model import CLASSIFIER
+
     calls = {"opt": 0, "sar": 0, "head": 0}
-    for key, layer in (("opt", fusion.encoder_opt), ("sar", fusion.encoder_sar), ("head", fusion.fusion_head)):
+    for key, layer in (("opt", fusion.encoder_opt), ("sar", fusion.encoder_sar),
+                       ("head", fusion.fusion_head.get_layer(CLASSIFIER))):
         def counting(*args, _key=key, _call=layer.call, **kwargs):
             calls[_key] += 1
             return _call(*args, **kwargs)

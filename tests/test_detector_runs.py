@@ -70,28 +70,38 @@ def test_config_names_are_the_detector_librarys_and_are_checked():
 
 
 # ------------------------------------------------------------------------------------ the graph
-def _fitted(name, d, rng, method="logistic"):
+def _fitted(name, d, rng, method="logistic", classifier=None):
     """A detector fitted on random embeddings of width d around one direction and calibrated
-    against embeddings around another (and logits of a larger spread against a smaller one)."""
+    against embeddings around another (and logits of a larger spread against a smaller one);
+    with ``classifier`` (kernel [F, C], bias [C]) also non-negative features of width F, likewise."""
     center = np.zeros(d)
     center[: d // 2] = 1.0
     x = rng.normal(size=(300, d)) + 2 * center
-    stats = detectors.fit(name, x, rng.random((300, CLASSES)) < 0.4, {"knn_k": 3, "knn_reference": 100})
+    features = {}
+    if classifier is not None:
+        width = classifier[0].shape[0]
+        axis = np.zeros(width)
+        axis[: width // 2] = 1.0
+        features = {"in": np.abs(rng.normal(size=(300, width))) + 2 * axis,
+                    "out": np.abs(rng.normal(size=(300, width))) + 2 * axis[::-1], "classifier": classifier}
+    stats = detectors.fit(name, x, rng.random((300, CLASSES)) < 0.4, {"knn_k": 3, "knn_reference": 100},
+                          features=features.get("in"), classifier=classifier)
     logits = rng.normal(0, 3, (300, CLASSES))
-    s_in = detectors.raw_score(name, x, logits, stats)
+    s_in = detectors.raw_score(name, x, logits, stats, features.get("in"))
     s_out = detectors.raw_score(name, rng.normal(size=(300, d)) + 2 * center[::-1], rng.normal(0, 0.5, (300, CLASSES)),
-                                stats)
+                                stats, features.get("out"))
     calibrator = detectors.fit_calibrator(s_in, s_out, method)
     assert calibrator.coef > 0  # it separates: p is not the constant 0.5
     return stats, calibrator
 
 
-@pytest.mark.parametrize("stage", [3, 5])
-@pytest.mark.parametrize("name", ["mahalanobis_class", "knn", "joint_energy"])
+@pytest.mark.parametrize("name, stage", [(n, k) for n in ("mahalanobis_class", "knn", "joint_energy") for k in (3, 5)]
+                         + [("vim", 3), ("scale", 5)])
 def test_adaptive_graph_takes_p_from_a_post_hoc_detector(name, stage, monkeypatch):
     """p in the graph = the calibrated NumPy score of the branch output (averaged over H, W below
-    stage 5) and of the single-modality pass's logits; Eq. 3 with it; a missing modality — even
-    a NaN one — has p exactly 0; each branch runs once per call."""
+    stage 5), of the single-modality pass's logits and of the classifier's input in that pass
+    (vim, scale); Eq. 3 with it; a missing modality — even a NaN one — has p exactly 0; each
+    branch runs once per call, the head once per pass."""
     keras.utils.set_random_seed(0)
     fusion = FusionModel(backbone="tiny", num_classes=CLASSES, image_size=SIZE, fusion_stage=stage)
     rng = np.random.default_rng(stage)
@@ -104,9 +114,16 @@ def test_adaptive_graph_takes_p_from_a_post_hoc_detector(name, stage, monkeypatc
     fused = {gates: np.asarray(fusion(gate_inputs(x, *gates), training=False)["probabilities"])
              for gates in ((1, 1), (1, 0), (0, 1))}
     ones, zeros = np.ones((B, 1), "float32"), np.zeros((B, 1), "float32")
-    logits = {m: np.asarray(fusion.fusion_head([z["optical"], z["sar"], *gates], training=False))
-              for m, gates in (("optical", (ones, zeros)), ("sar", (zeros, ones)))}
-    fitted = {m: _fitted(name, embedding[m].shape[1], rng) for m in MODALITIES}
+    gates = {"optical": (ones, zeros), "sar": (zeros, ones)}
+    logits = {m: np.asarray(fusion.fusion_head([z["optical"], z["sar"], *gates[m]], training=False)) for m in MODALITIES}
+    dense = fusion.fusion_head.get_layer("logits")  # the classifier, and what it reads
+    reads = keras.Model(fusion.fusion_head.inputs, dense.input)
+    features = {m: np.asarray(reads([z["optical"], z["sar"], *gates[m]], training=False)) for m in MODALITIES}
+    kernel, bias = np.asarray(dense.kernel), np.asarray(dense.bias)
+    for m in MODALITIES:
+        np.testing.assert_allclose(features[m] @ kernel + bias, logits[m], atol=1e-4)
+    classifier = (kernel, bias) if "classifier" in detectors.DETECTORS[name].reads else None
+    fitted = {m: _fitted(name, embedding[m].shape[1], rng, classifier=classifier) for m in MODALITIES}
     layers = [detectors.DetectorProbability.from_fitted(name, *fitted[m], name=f"p_{m}") for m in MODALITIES]
     head = build_ood_head(z["optical"].shape[1:], (8,), 0.0, name="ood_opt")
     head_sar = build_ood_head(z["sar"].shape[1:], (8,), 0.0, name="ood_sar")
@@ -117,15 +134,24 @@ def test_adaptive_graph_takes_p_from_a_post_hoc_detector(name, stage, monkeypatc
     out = {k: np.asarray(v) for k, v in adaptive({**x, "optical_available": ones, "sar_available": ones}).items()}
     assert calls == {"opt": 1, "sar": 1, "head": len(PASSES)}  # the detectors ran nothing again
 
-    p = {m: fitted[m][1](detectors.raw_score(name, embedding[m], logits[m], fitted[m][0])) for m in MODALITIES}
+    p = {m: fitted[m][1](detectors.raw_score(name, embedding[m], logits[m], fitted[m][0], features[m]))
+         for m in MODALITIES}
     np.testing.assert_allclose(out["p_optical"][:, 0], p["optical"], atol=1e-5)
     np.testing.assert_allclose(out["p_sar"][:, 0], p["sar"], atol=1e-5)
     np.testing.assert_allclose(out[f"p_optical_{name}"][:, 0], p["optical"], atol=1e-5)
     np.testing.assert_allclose(out["embedding_optical"], embedding["optical"], atol=1e-5)
+    np.testing.assert_allclose(out["features_sar"], features["sar"], atol=1e-5)
     po, ps = p["optical"][:, None], p["sar"][:, None]
     eq3 = po * ps * fused[(1, 1)] + po * (1 - ps) * fused[(1, 0)] + (1 - po) * ps * fused[(0, 1)] + (1 - po) * (1 - ps) * 0.5
     np.testing.assert_allclose(out["probabilities"], eq3, atol=2e-5)
     assert out["p_optical_binary_head"].shape == (B, 1)
+    if classifier is not None:  # the served graph (no with_features) reads the classifier's input too
+        served = build_adaptive_model(fusion, *layers)
+        calls.update(opt=0, sar=0, head=0)
+        got = served(x)
+        assert calls == {"opt": 1, "sar": 1, "head": len(PASSES)}
+        np.testing.assert_allclose(np.asarray(got["p_sar"])[:, 0], p["sar"], atol=1e-5)
+        np.testing.assert_allclose(np.asarray(got["probabilities_non_adaptive"]), fused[(1, 1)], atol=1e-6)
 
     nan = {**x, "s2": np.full_like(x["s2"], np.nan), "optical_available": zeros, "sar_available": ones}
     missing = {k: np.asarray(v) for k, v in adaptive(nan).items()}
@@ -163,7 +189,8 @@ def _real_inputs(real_examples, run):
     return raw, {k: np.asarray(v) for k, v in x.items()}
 
 
-SAVED = ("knn",)  # exported and reloaded; the others' serving function runs in memory
+SAVED = ("knn", "mahalanobis_normalized", "vim", "scale")  # exported and reloaded; the others' serving function
+# runs in memory
 
 
 def test_saved_model_computes_p_in_its_graph_as_the_offline_detector(fitted_copy, real_examples, tmp_path):
@@ -180,6 +207,9 @@ def test_saved_model_computes_p_in_its_graph_as_the_offline_detector(fitted_copy
     ones, zeros = np.ones((len(FLAGS), 1), "float32"), np.zeros((len(FLAGS), 1), "float32")
     logits = {m: np.asarray(fusion.fusion_head([z["optical"], z["sar"], *gates], training=False))
               for m, gates in (("optical", (ones, zeros)), ("sar", (zeros, ones)))}
+    reads = keras.Model(fusion.fusion_head.inputs, fusion.fusion_head.get_layer("logits").input)  # the classifier's input
+    features = {m: np.asarray(reads([z["optical"], z["sar"], *gates], training=False))
+                for m, gates in (("optical", (ones, zeros)), ("sar", (zeros, ones)))}
     bad = {k: v.astype(np.float32) if k in serving.S2_BANDS else v for k, v in raw.items()}
     bad["B02"] = bad["B02"].copy()
     bad["B02"][1, 3, 3] = np.nan
@@ -201,14 +231,15 @@ def test_saved_model_computes_p_in_its_graph_as_the_offline_detector(fitted_copy
         for m, key, flag in (("optical", "p_optical_in_distribution", FLAGS[:, 0]),
                              ("sar", "p_sar_in_distribution", FLAGS[:, 1])):
             stats, calibrator = fitted[name][m]
-            want = calibrator(detectors.raw_score(name, embedding[m], logits[m], stats))
+            want = calibrator(detectors.raw_score(name, embedding[m], logits[m], stats, features[m]))
             np.testing.assert_allclose(out[key][flag == 1], want[flag == 1], rtol=0, atol=1e-5, err_msg=f"{name} {m}")
             assert (out[key][flag == 0] == 0).all(), (name, m)
         if name == "knn":
             nonfinite = signature(**{k: tf.constant(v) for k, v in bad.items()})["p_optical_in_distribution"].numpy()
             assert nonfinite[1] == 0 and np.isfinite(nonfinite).all()
+        if name in SAVED:
             with open(os.path.join(model_dir, "assets", "serving.json")) as f:
-                assert json.load(f)["ood_detector"] == "knn"
+                assert json.load(f)["ood_detector"] == name
 
 
 # ------------------------------------------------------------------------------------ evaluate --detectors

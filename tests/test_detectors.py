@@ -18,6 +18,7 @@ from sklearn.isotonic import IsotonicRegression  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
+from tf_fusion import detector_registry as det_registry  # noqa: E402
 from tf_fusion import detectors as det  # noqa: E402
 from tf_fusion.runs import RunError  # noqa: E402
 
@@ -151,6 +152,144 @@ def test_knn_reference_is_bounded_and_seeded():
         det.fit("knn", x[:4], None, settings)
 
 
+def _softplus_sum(z):
+    """The joint energy Σ_c log(1 + e^{z_c}), written out."""
+    return np.sum(np.log1p(np.exp(-np.abs(z))) + np.maximum(z, 0), axis=1)
+
+
+def test_mahalanobis_normalized_is_the_class_gaussian_of_unit_embeddings():
+    """Mahalanobis++ (Mueller & Hein 2025): every embedding divided by its norm, then class means,
+    one shared Ledoit–Wolf covariance of the class-centred unit vectors, −min_c distance."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(250, D)) * rng.uniform(0.2, 5.0, size=(250, 1)) + 1.0  # norms spread out
+    y = _labels(rng, 250)
+    unit = x / np.sqrt((x ** 2).sum(axis=1, keepdims=True))
+    classes = [c for c in range(C) if y[:, c].any()]
+    means = np.array([unit[y[:, c]].mean(axis=0) for c in classes])
+    centred = np.concatenate([unit[y[:, c]] - means[j] for j, c in enumerate(classes)])
+    cov = LedoitWolf(assume_centered=True).fit(centred).covariance_
+    z = rng.normal(size=(9, D)) * 4
+    z_unit = z / np.sqrt((z ** 2).sum(axis=1, keepdims=True))
+    expected = [-min((v - m) @ np.linalg.solve(cov, v - m) for m in means) for v in z_unit]
+
+    stats = det.fit("mahalanobis_normalized", x, y, None)
+    np.testing.assert_allclose(stats["means"], means, rtol=1e-5, atol=1e-6)
+    score = det.raw_score("mahalanobis_normalized", z, stats=stats)
+    np.testing.assert_allclose(score, expected, rtol=1e-4)  # float32 stats
+    np.testing.assert_allclose(det.raw_score("mahalanobis_normalized", 7.0 * z, stats=stats), score, rtol=1e-9)
+
+
+def test_vim_is_the_papers_virtual_logit_with_the_sigmoid_energy():
+    """ViM (Wang et al. 2022), built here from scratch: origin o with W o + b = 0 (minimum norm),
+    the principal subspace of the training x − o by SVD, the residual's norm, α = mean max
+    logit / mean residual on train; score = Σ softplus(logits) − α·residual."""
+    rng = np.random.default_rng(13)
+    f, c, n = 20, 6, 300
+    kernel, bias = rng.normal(size=(f, c)), rng.normal(size=c) + 2.0
+    train = np.abs(rng.normal(size=(n, 5)) @ rng.normal(size=(5, f)) + 0.1 * rng.normal(size=(n, f)))
+    o = -np.linalg.lstsq(kernel.T, bias, rcond=None)[0]  # Wᵀ-space: logits = x @ kernel + bias
+    np.testing.assert_allclose(o @ kernel + bias, 0, atol=1e-9)
+    k = f // 2  # the paper's rule below 768 features
+    v = np.linalg.svd(train - o, full_matrices=False)[2][:k].T  # [f, k] principal directions
+
+    def residual(x):
+        u = x - o
+        return np.sqrt(((u - u @ v @ v.T) ** 2).sum(axis=1))
+
+    alpha = (train @ kernel + bias).max(axis=1).mean() / residual(train).mean()
+    x = np.abs(rng.normal(size=(8, f)) * 2)
+    logits = x @ kernel + bias
+    expected = _softplus_sum(logits) - alpha * residual(x)
+
+    stats = det.fit("vim", None, None, None, features=train, classifier=(kernel, bias))
+    assert stats["basis"].shape == (f, k) and float(stats["alpha"]) == pytest.approx(alpha, rel=1e-9)
+    np.testing.assert_allclose(det.raw_score("vim", logits=logits, features=x, stats=stats), expected, rtol=1e-5)
+    assert [det_registry.ViM.dim(w) for w in (64, 767, 768, 2047, 2048, 4096)] == [32, 383, 512, 512, 1000, 1000]
+
+
+def test_scale_is_the_papers_scaled_activations_with_the_sigmoid_energy():
+    """SCALE (Xu et al. 2024), from the paper: r = Σ a / Σ of the activations above the 85th
+    percentile (the top F − round(0.85 F)), the activations scaled by e^r before the classifier,
+    score = Σ softplus of those logits."""
+    rng = np.random.default_rng(14)
+    f, c = 40, 6
+    kernel, bias = rng.normal(size=(f, c)) / 3, rng.normal(size=c)
+    a = np.maximum(rng.normal(0.3, 1.0, size=(10, f)), 0)  # post-ReLU: many exact zeros
+    a[3] = 0.0  # no activation at all: r = 1
+    top = f - round(0.85 * f)
+    above = np.array([np.sort(row)[::-1][:top].sum() for row in a])
+    r = np.where(above > 0, a.sum(axis=1) / np.where(above > 0, above, 1), 1.0)
+    expected = _softplus_sum((a * np.exp(r)[:, None]) @ kernel + bias)
+
+    stats = det.fit("scale", None, None, None, classifier=(kernel, bias))
+    got = det.raw_score("scale", logits=a @ kernel + bias, features=a, stats=stats)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_one_class_and_one_entry_make_a_detector(tmp_path):
+    """A detector registered here alone — −‖z − μ‖, μ the training mean — is fitted, scored,
+    calibrated, saved in a run, computed in a DetectorProbability layer and round-tripped through
+    a .keras file, with no other change anywhere."""
+
+    class NegativeNorm(det_registry.Detector):
+        name, reads, stats_keys, train_pass = "negative_norm", ("embedding",), ("center",), True
+
+        @classmethod
+        def fit(cls, inputs, labels, settings):
+            return {"center": cls.training(inputs, "embedding").mean(axis=0)}
+
+        @classmethod
+        def score(cls, inputs, stats):
+            x = cls.matrix(inputs, "embedding", len(stats["center"]))
+            return -np.linalg.norm(x - stats["center"], axis=1)
+
+        @classmethod
+        def graph_constants(cls, stats):
+            return {"center": np.asarray(stats["center"], np.float64)}
+
+        @classmethod
+        def graph_score(cls, inputs, constants, static):
+            return -keras.ops.sqrt(keras.ops.sum(keras.ops.square(inputs["embedding"] - constants["center"]), axis=-1))
+
+        @classmethod
+        def widths(cls, shapes):
+            return {"embedding": shapes["center"][0]}
+
+    det_registry.register(NegativeNorm)
+    try:
+        with pytest.raises(ValueError, match="a detector needs a new name; got 'negative_norm'"):
+            det_registry.register(NegativeNorm)
+        rng = np.random.default_rng(15)
+        stats = det.fit("negative_norm", rng.normal(size=(200, D)), None, None)
+        e_in, e_out = rng.normal(size=(60, D)), rng.normal(4.0, 1.0, size=(60, D))
+        calibrator = det.fit_calibrator(det.raw_score("negative_norm", e_in, stats=stats),
+                                        det.raw_score("negative_norm", e_out, stats=stats))
+        det.save(tmp_path, "negative_norm", "sar", stats, calibrator, None)
+        stats, calibrator = det.load(tmp_path, "negative_norm", "sar", None)
+        z = np.concatenate([e_in[:5], e_out[:5]]).astype(np.float32)
+        want = calibrator(det.raw_score("negative_norm", z, stats=stats))
+        assert want[:5].min() > 0.5 > want[5:].max()
+        inputs = [keras.Input((D,)), keras.Input((C,))]
+        model = keras.Model(inputs, det.DetectorProbability.from_fitted("negative_norm", stats, calibrator)(inputs))
+        model.save(tmp_path / "toy.keras")
+        loaded = keras.saving.load_model(tmp_path / "toy.keras")
+        np.testing.assert_allclose(loaded.predict([z, np.zeros((10, C))], verbose=0)[:, 0], want, atol=1e-5)
+    finally:
+        det_registry.DETECTORS.pop("negative_norm")
+
+
+def test_the_registry_imports_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
+            "from tf_fusion import config, detector_registry as r; "
+            "assert config.RULES['ood.detector'] == tuple(r.DETECTORS); print(len(r.DETECTORS))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0 and proc.stdout.strip() == str(len(det.DETECTORS)), proc.stderr[-2000:]
+
+
 # ------------------------------------------------------------------------------------ calibration
 def _scores(rng, n_in=300, n_out=120):
     return rng.normal(1.0, 1.0, n_in), rng.normal(-1.0, 1.5, n_out)
@@ -214,20 +353,36 @@ def test_isotonic_calibrator_and_its_graph_twin_equal_sklearn():
 
 
 # ------------------------------------------------------------------------------------ the layer
+def _classifier_inputs(f=12, c=C, seed=9):
+    """Non-negative features near a 4-dimensional subspace (in) or spread out (out, a larger
+    ``spread``) and a classifier (kernel [f, c], bias [c]): what vim and scale read."""
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(4, f))
+    kernel, bias = rng.normal(size=(f, c)) / 2, rng.normal(size=c) + 1.0
+
+    def features(n, spread=0.1):
+        return np.abs(rng.normal(size=(n, 4)) @ basis + spread * rng.normal(size=(n, f)))
+
+    return features, (kernel, bias)
+
+
 def _fitted(name, method, d=16, c=C):
     """A fitted detector and calibrator on synthetic data, and fresh test inputs (not the
-    calibration samples)."""
+    calibration samples): (embedding, logits, features)."""
     rng = np.random.default_rng(8)
+    features, classifier = _classifier_inputs(c=c)
     x = rng.normal(size=(400, d))
-    stats = det.fit(name, x, _labels(rng, 400, c), {"knn_k": 4, "knn_reference": 150, "seed": 1})
+    stats = det.fit(name, x, _labels(rng, 400, c), {"knn_k": 4, "knn_reference": 150, "seed": 1},
+                    features=features(400), classifier=classifier)
 
     def inputs(n):
         e = np.concatenate([rng.normal(size=(n, d)), rng.normal(1.0, 1.6, size=(n, d))]).astype(np.float32)
         lg = np.concatenate([rng.normal(0, 3, size=(n, c)), rng.normal(0, 1, size=(n, c))]).astype(np.float32)
-        return e, lg
+        ft = np.concatenate([features(n), features(n, 1.0)]).astype(np.float32)
+        return e, lg, ft
 
-    e_val, l_val = inputs(80)
-    s = det.raw_score(name, e_val, l_val, stats)
+    e_val, l_val, f_val = inputs(80)
+    s = det.raw_score(name, e_val, l_val, stats, f_val)
     calibrator = det.fit_calibrator(s[:80], s[80:], method)
     return stats, calibrator, inputs(50)
 
@@ -235,21 +390,22 @@ def _fitted(name, method, d=16, c=C):
 @pytest.mark.parametrize("method", det.CALIBRATIONS)
 @pytest.mark.parametrize("name", det.POST_HOC)
 def test_layer_equals_the_numpy_path(name, method, tmp_path):
-    stats, calibrator, (e, lg) = _fitted(name, method)
-    s64 = det.raw_score(name, e, lg, stats)
+    stats, calibrator, (e, lg, ft) = _fitted(name, method)
+    s64 = det.raw_score(name, e, lg, stats, ft)
     expected = calibrator(s64)
     layer = det.DetectorProbability.from_fitted(name, stats, calibrator, name=f"p_{name}")
     assert not layer.trainable_weights and layer.non_trainable_weights
 
-    traced = tf.function(lambda a, b: layer([a, b]))
-    inputs = [keras.Input((e.shape[1],), name="embedding"), keras.Input((lg.shape[1],), name="logits")]
+    traced = tf.function(lambda a, b, f: layer([a, b, f]))
+    inputs = [keras.Input((e.shape[1],), name="embedding"), keras.Input((lg.shape[1],), name="logits"),
+              keras.Input((ft.shape[1],), name="features")]
     model = keras.Model(inputs, layer(inputs))
     assert model.output.shape == (None, 1)
     file = str(tmp_path / "detector.keras")
     model.save(file)
     loaded = keras.saving.load_model(file)
-    outputs = {"eager": layer([e, lg]), "traced": traced(tf.constant(e), tf.constant(lg)),
-               "functional": model([e, lg]), "loaded": loaded.predict([e, lg], verbose=0)}
+    outputs = {"eager": layer([e, lg, ft]), "traced": traced(tf.constant(e), tf.constant(lg), tf.constant(ft)),
+               "functional": model([e, lg, ft]), "loaded": loaded.predict([e, lg, ft], verbose=0)}
     assert loaded.get_layer(f"p_{name}").get_config() == layer.get_config()
 
     if method == "logistic":  # smooth: float32 scoring error stays far below 1e-5
@@ -262,7 +418,7 @@ def test_layer_equals_the_numpy_path(name, method, tmp_path):
     # float32 rounding of the score and of the thresholds, so: within 1e-5 except on such
     # segments, and everywhere within their slope times that rounding. The interpolation itself
     # is exact (test_isotonic_calibrator_and_its_graph_twin_equal_sklearn).
-    s32 = np.asarray(layer.score(e, lg), np.float64)
+    s32 = np.asarray(layer.score(e, lg, ft), np.float64)
     np.testing.assert_allclose(s32, s64, rtol=2e-6, atol=1e-6 * np.abs(s64).max())
     slope = np.max(np.diff(calibrator.y) / np.maximum(np.diff(calibrator.x), 1e-300))
     rounding = np.abs(s32 - s64).max() + 3 * np.finfo(np.float32).eps * np.abs(calibrator.x).max()
@@ -290,7 +446,7 @@ def test_saved_detectors_reload_and_unfitted_or_stale_ones_are_one_line_errors(t
     assert str(e.value) == f"{run}: detector knn (optical) was never fitted; fit it with {command}"
     assert not det.is_fitted(run, "knn", "optical", settings)
 
-    stats, calibrator, (e_in, lg) = _fitted("knn", "logistic")
+    stats, calibrator, (e_in, lg, _) = _fitted("knn", "logistic")
     file = det.save(run, "knn", "optical", stats, calibrator, settings)
     assert file == os.path.join(str(run), "detectors", "knn_optical.npz")
     assert os.listdir(run / "detectors") == ["knn_optical.npz"]  # no temporary left behind
@@ -321,10 +477,13 @@ def test_saved_detectors_reload_and_unfitted_or_stale_ones_are_one_line_errors(t
 
 
 def test_registry_and_checks_echo_what_they_received():
-    assert det.DETECTORS == {"confidence": "logits", "max_logit": "logits", "joint_energy": "logits",
-                             "mahalanobis": "embedding", "mahalanobis_class": "embedding", "knn": "embedding",
-                             "binary_head": "embedding"}
-    assert det.POST_HOC == ("confidence", "max_logit", "joint_energy", "mahalanobis", "mahalanobis_class", "knn")
+    assert {n: c.reads for n, c in det.DETECTORS.items()} == {
+        "confidence": ("logits",), "max_logit": ("logits",), "joint_energy": ("logits",), "mahalanobis": ("embedding",),
+        "mahalanobis_class": ("embedding",), "knn": ("embedding",), "binary_head": ("embedding",),
+        "mahalanobis_normalized": ("embedding",), "vim": ("features", "logits", "classifier"),
+        "scale": ("features", "logits", "classifier")}
+    assert det.POST_HOC == ("confidence", "max_logit", "joint_energy", "mahalanobis", "mahalanobis_class", "knn",
+                            "mahalanobis_normalized", "vim", "scale")
     assert det.CALIBRATIONS == ("logistic", "isotonic")
     with pytest.raises(ValueError, match="unknown detector 'energy'"):
         det.raw_score("energy", logits=np.zeros((1, 2)))

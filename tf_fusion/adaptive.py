@@ -25,11 +25,10 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from .detector_registry import BINARY_HEAD, FEATURES  # the paper's heads' name; the classifier's input
 from .model import Gate, probabilities  # importing tf_fusion.model also registers its layers for loading
 from .passes import NO_EVIDENCE, PASSES
 from .protocol import MODALITIES, OPTICAL, SAR
-
-BINARY_HEAD = "binary_head"  # the name of the paper's heads among the detectors (tf_fusion.detectors)
 
 
 def _column(p):
@@ -161,8 +160,12 @@ def detector_name(detector) -> str:
 
 def _is_post_hoc(detector) -> bool:
     """A post-hoc detector layer (``tf_fusion.detectors.DetectorProbability``, which names its
-    detector) reads [embedding, logits]; the paper's heads read the branch output."""
+    detector) reads [embedding, logits(, features)]; the paper's heads read the branch output."""
     return detector_name(detector) != BINARY_HEAD
+
+
+def _reads_features(detector) -> bool:
+    return FEATURES in getattr(detector, "reads", ())
 
 
 # ------------------------------------------------------------------------------------ model
@@ -173,8 +176,9 @@ def build_adaptive_model(fusion, detector_opt, detector_sar, with_availability: 
     fusion: a trained ``FusionModel`` (``branches``, ``head_passes``); detector_opt / detector_sar:
     what gives p_o / p_s, [B, 1]: the paper's OOD heads (``tf_fusion.ood.build_ood_head``, reading
     the branch output) or post-hoc ``tf_fusion.detectors.DetectorProbability`` layers (reading
-    ``BranchEmbedding`` of the branch output and the logits of the modality's single-modality
-    pass, which Eq. 3 computes anyway: nothing runs twice).
+    ``BranchEmbedding`` of the branch output, the logits of the modality's single-modality
+    pass and, for ``vim`` and ``scale``, the classifier's input in that pass, which Eq. 3
+    computes anyway: nothing runs twice).
 
     Inputs ``{"s2": [B,H,W,12], "s1": [B,H,W,2]}``, plus, with ``with_availability``,
     ``"optical_available"`` and ``"sar_available"`` (float32 [B, 1], 1 = present, 0 = missing),
@@ -191,7 +195,8 @@ def build_adaptive_model(fusion, detector_opt, detector_sar, with_availability: 
     With ``with_features`` (evaluation's detector pass, `tf_fusion.evaluate --detectors`) the
     graph also outputs what every detector reads, from the same single branch evaluation:
     ``embedding_optical`` / ``embedding_sar`` (``BranchEmbedding``, [B, D]), ``logits_<method>``
-    of every pass ([B, C]), and ``p_<modality>_<detector>``, the chosen detector's p before the
+    of every pass ([B, C]), ``features_optical`` / ``features_sar`` (the classifier's input in
+    the modality's single-modality pass, ``FusionModel.head_features``, [B, F]), and ``p_<modality>_<detector>``, the chosen detector's p before the
     availability flags ([B, 1]); ``binary_heads`` (head_opt, head_sar) add the paper's heads'
     ``p_<modality>_binary_head`` when they are not the chosen detector.
     """
@@ -202,7 +207,18 @@ def build_adaptive_model(fusion, detector_opt, detector_sar, with_availability: 
               "s1": keras.Input(tuple(fusion.encoder_sar.input.shape[1:]), name="s1")}
     z_opt, z_sar = fusion.branches(inputs)
     branch = {OPTICAL: z_opt, SAR: z_sar}
-    logits = fusion.head_passes(z_opt, z_sar, logits=True)
+    chosen = dict(zip(MODALITIES, (detector_opt, detector_sar)))
+    single = {m: single_modality_pass(m) for m in MODALITIES}
+    features = {}
+    if with_features or any(_reads_features(d) for d in chosen.values()):
+        # the single-modality passes through the head that also gives the classifier's input
+        logits = fusion.head_passes(z_opt, z_sar, [p for p in PASSES if p not in single.values()], logits=True)
+        single_logits, single_features = fusion.head_features(z_opt, z_sar, list(single.values()))
+        logits.update(single_logits)
+        logits = {p.name: logits[p.name] for p in PASSES}
+        features = {m: single_features[single[m].name] for m in MODALITIES}
+    else:
+        logits = fusion.head_passes(z_opt, z_sar, logits=True)
     predictions = {name: probabilities(v) for name, v in logits.items()}
     embeddings = {}
 
@@ -213,16 +229,17 @@ def build_adaptive_model(fusion, detector_opt, detector_sar, with_availability: 
 
     def probability(detector, modality):
         if _is_post_hoc(detector):
-            return detector([embedding(modality), logits[single_modality_pass(modality).name]])
+            reads = [embedding(modality), logits[single[modality].name]]
+            return detector(reads + [features[modality]] if _reads_features(detector) else reads)
         return detector(branch[modality])
 
-    chosen = dict(zip(MODALITIES, (detector_opt, detector_sar)))
     p_in = {m: probability(d, m) for m, d in chosen.items()}
     p_o, p_s = p_in[OPTICAL], p_in[SAR]
     outputs = {p.output: predictions[p.name] for p in PASSES}
     if with_features:
         for m, d in chosen.items():
             outputs[f"embedding_{m}"] = embedding(m)
+            outputs[f"features_{m}"] = features[m]
             outputs[f"p_{m}_{detector_name(d)}"] = p_in[m]
         outputs.update({f"logits_{p.method}": logits[p.name] for p in PASSES})
         if binary_heads is not None and detector_name(detector_opt) != BINARY_HEAD:

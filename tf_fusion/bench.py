@@ -255,23 +255,30 @@ def bench_predict(args) -> int:
     return 0
 
 
-def _fitted_detectors(d: int, classes: int, settings: dict, rng) -> dict:
-    """{name: (stats, calibrator)} of every post-hoc detector, fitted on random embeddings of
-    width ``d`` and random logits (what the timing needs: the fitted shapes)."""
+def _fitted_detectors(fusion, classes: int, settings: dict, rng) -> dict:
+    """{name: (stats, calibrator)} of every post-hoc detector of the registry, fitted on random
+    inputs of the widths the fusion model gives (embedding D, classifier input F) and on its
+    classifier's weights (what the timing needs: the fitted shapes)."""
     import warnings
 
+    from . import detector_registry as registry
     from . import detectors
 
+    d = int(fusion.encoder_opt.output.shape[-1])
+    classifier = detectors.classifier_weights(fusion)
+    f = classifier[0].shape[0]
     n = max(4000, settings["knn_reference"])
-    x, y = rng.normal(size=(n, d)), rng.random((n, classes)) < 0.3
+    x, y, feats = rng.normal(size=(n, d)), rng.random((n, classes)) < 0.3, np.abs(rng.normal(size=(n, f)))
     x_out, logits = rng.normal(0.5, 1.5, size=(400, d)), rng.normal(0, 3, (400, classes))
+    f_out = np.abs(rng.normal(0.5, 1.5, size=(400, f)))
     out = {}
-    for name in detectors.POST_HOC:
-        stats = detectors.fit(name, x, y, settings)
+    for name in registry.POST_HOC:
+        stats = detectors.fit(name, x, y, settings, features=feats, logits=feats @ classifier[0] + classifier[1],
+                              classifier=classifier)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a random score may rank OOD first: p constant, the same graph
-            calibrator = detectors.fit_calibrator(detectors.raw_score(name, x[:400], logits, stats),
-                                                  detectors.raw_score(name, x_out, -logits, stats),
+            calibrator = detectors.fit_calibrator(detectors.raw_score(name, x[:400], logits, stats, feats[:400]),
+                                                  detectors.raw_score(name, x_out, -logits, stats, f_out),
                                                   settings["calibration"])
         out[name] = (stats, calibrator)
     return out
@@ -282,6 +289,7 @@ def bench_detectors(args) -> int:
     import keras
     import tensorflow as tf
 
+    from . import detector_registry as registry
     from . import detectors
     from .adaptive import build_adaptive_model
     from .model import FusionModel
@@ -290,6 +298,7 @@ def bench_detectors(args) -> int:
     rng = np.random.default_rng(0)
     settings = detectors.resolve_settings({"knn_k": args.knn_k, "knn_reference": args.knn_reference})
     default_batch = {"tiny": 64, "resnet18": 16, "resnet50": 16}
+    names = [n for n in registry.POST_HOC if not args.only or n in args.only.split(",")]
     for backbone in [args.backbone] if args.backbone else ["tiny", "resnet50"]:
         batch = args.batch_size or default_batch[backbone]
         keras.utils.set_random_seed(0)
@@ -297,8 +306,10 @@ def bench_detectors(args) -> int:
         d = int(fusion.encoder_opt.output.shape[-1])
         heads = [build_ood_head(enc.output.shape[1:], name=name)
                  for enc, name in ((fusion.encoder_opt, "ood_opt"), (fusion.encoder_sar, "ood_sar"))]
-        models = {detectors.BINARY_HEAD: build_adaptive_model(fusion, *heads)}
-        for name, fitted in _fitted_detectors(d, 12, settings, rng).items():
+        models = {registry.BINARY_HEAD: build_adaptive_model(fusion, *heads)}
+        for name, fitted in _fitted_detectors(fusion, 12, settings, rng).items():
+            if name not in names:
+                continue
             layers = [detectors.DetectorProbability.from_fitted(name, *fitted, name=f"p_{m}_{name}")
                       for m in ("optical", "sar")]
             models[name] = build_adaptive_model(fusion, *layers)
@@ -310,15 +321,19 @@ def bench_detectors(args) -> int:
                 fn().numpy()
         steps = args.steps or (20 if backbone == "tiny" else 3)
         times = _interleaved(fns, steps, args.rounds, lambda out: out.numpy())
-        base = min(times[detectors.BINARY_HEAD])
+        base = min(times[registry.BINARY_HEAD])
+        f = detectors.classifier_weights(fusion)[0].shape[0]
         print(f"{backbone} batch {batch}: adaptive forward with the binary heads {1e3 * base:.2f} ms "
-              f"(embedding width D = {d})", flush=True)
+              f"(embedding width D = {d}, classifier input F = {f})", flush=True)
         r = settings["knn_reference"]
-        for name in detectors.POST_HOC:
+        for name in names:
             extra = ""
             if name == "knn":
                 extra = (f" (reference R = {r} embeddings × D = {d}: {r * d / 1e6:.2f} M multiply-adds and a top-{settings['knn_k']} "
                          f"over {r} per sample per modality; a {4 * r * d / 2 ** 20:.1f} MiB float32 constant per modality)")
+            if name == "vim":
+                k = registry.DETECTORS["vim"].dim(f)
+                extra = f" (basis F = {f} × {k}: {2 * f * k / 1e6:.2f} M multiply-adds per sample per modality)"
             print(f"{name}: ratio {min(times[name]) / base:.3f}{extra}", flush=True)
     return 0
 
@@ -423,6 +438,7 @@ def parser() -> argparse.ArgumentParser:
     dt.add_argument("--knn-k", type=int, default=10, help="kNN's k (default 10, ood.knn_k's default)")
     dt.add_argument("--knn-reference", type=int, default=2000,
                     help="kNN's reference size (default 2000, ood.knn_reference's default)")
+    dt.add_argument("--only", metavar="NAME,...", help="these post-hoc detectors only (default: all the registry's)")
     dt.add_argument("--steps", type=int, help="timed forward passes per round (default 20 tiny, 3 otherwise)")
     dt.add_argument("--rounds", type=int, default=5)
     dt.set_defaults(func=bench_detectors)

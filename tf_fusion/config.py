@@ -18,6 +18,8 @@ import yaml
 
 from tfrecords_builder import DEFAULT_PARTITION
 
+from . import detector_registry
+
 EXPERIMENTS_DIR = os.environ.get(
     "TF_FUSION_EXPERIMENTS", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
 )
@@ -80,10 +82,11 @@ DEFAULTS = {
         "sar_augment_db": [-15.0, 5.0],
         "balance": True,  # weight in- and out-of-distribution samples equally
         "seed": 0,  # the heads' initialisation and sampling; also the post-hoc detectors' training subsample
-        # which detector gives p_o, p_s in Eq. 3 (tf_fusion.detectors): binary_head (the heads above,
-        # the paper's), or a post-hoc score needing no OOD data: confidence, max_logit, joint_energy,
-        # mahalanobis, mahalanobis_class, knn; post-hoc scores become p through a calibrator fitted
-        # on val against ood_val: logistic (monotone, smooth) or isotonic
+        # which detector gives p_o, p_s in Eq. 3 (tf_fusion.detector_registry): binary_head (the heads
+        # above, the paper's), or a post-hoc score needing no OOD data: confidence, max_logit,
+        # joint_energy, mahalanobis, mahalanobis_class, knn, mahalanobis_normalized, vim, scale;
+        # post-hoc scores become p through a calibrator fitted on val against ood_val: logistic
+        # (monotone, smooth) or isotonic
         "detector": "binary_head",
         "calibration": "logistic",
         "knn_k": 10,  # knn: the score is the distance to the k-th nearest training embedding
@@ -314,11 +317,9 @@ RULES = {
     "ood.batch_size": POSITIVE_INT,
     "ood.learning_rate": POSITIVE,
     "ood.seed": COUNT,
-    # the names of tf_fusion.detectors.DETECTORS and CALIBRATIONS (config stays free of TensorFlow;
-    # tests/test_detector_runs.py checks they agree)
-    "ood.detector": ("binary_head", "confidence", "max_logit", "joint_energy", "mahalanobis", "mahalanobis_class",
-                     "knn"),
-    "ood.calibration": ("logistic", "isotonic"),
+    # the detector registry's names (tf_fusion.detector_registry imports no TensorFlow)
+    "ood.detector": tuple(detector_registry.DETECTORS),
+    "ood.calibration": detector_registry.CALIBRATION_NAMES,
     "ood.knn_k": POSITIVE_INT,
     "ood.knn_reference": POSITIVE_INT,
     "evaluation.batch_size": POSITIVE_INT,

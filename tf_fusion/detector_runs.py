@@ -8,20 +8,23 @@ heads are `tf_fusion.ood`'s. This module connects them to a run:
   `ood.knn_k`, `ood.knn_reference`; `ood.seed` seeds the training subsample and the kNN reference).
 - ``fit_run(run, names)``: the post-hoc detectors ``names``, loaded from RUN/detectors when they
   were fitted with the run's settings, else fitted and saved there (`detectors.save`): ONE pass
-  over `train` (each branch once per batch) gives the statistics — the Gaussians read a fixed
-  subsample of at most ``GAUSSIAN_SAMPLE`` training patches (seed 0: it depends on the data
-  alone), kNN its reference of ``min(N, knn_reference)`` patches drawn with `ood.seed` — then one
-  pass each over `val` and `ood_val` gives the raw scores the calibrators are fitted on. The
-  logit detectors need no `train` pass.
+  over `train` (each branch once per batch) gives the statistics of the detectors that fit on
+  training samples (``train_pass``), each on its rows (``train_rows``: the Gaussians and ViM a
+  fixed subsample of at most ``GAUSSIAN_SAMPLE`` training patches, seed 0: it depends on the
+  data alone; kNN its reference of ``min(N, knn_reference)`` patches drawn with `ood.seed`), the
+  classifier's weights come from the trained model — then one pass each over `val` and
+  `ood_val` gives the raw scores the calibrators are fitted on. The logit detectors and SCALE
+  need no `train` pass.
 - ``layers(run, name)``: (optical, SAR) layers giving p for ``build_adaptive_model``: the binary
   heads, or ``DetectorProbability`` layers of a fitted post-hoc detector (a one-line RunError
   naming the command that fits it otherwise).
 - ``Scores``: raw scores and calibrated p of fitted detectors over a stream of batches, in the
   float64 NumPy of ``detectors.raw_score`` (what evaluation reports; the graph is its float32 twin).
 
-The detectors read the branch output at the fusion point: the pooled embedding at stage 5,
-below it the feature maps global-average-pooled (``adaptive.BranchEmbedding``), and the logits of
-the modality's single-modality pass (``adaptive.single_modality_pass``).
+The detectors read (``detector_registry.READS``) the branch output at the fusion point: the pooled
+embedding at stage 5, below it the feature maps global-average-pooled (``adaptive.BranchEmbedding``),
+the logits of the modality's single-modality pass (``adaptive.single_modality_pass``), the
+classifier's input in that pass (``FusionModel.head_features``) and the classifier's weights.
 """
 from __future__ import annotations
 
@@ -29,12 +32,13 @@ import warnings
 
 import numpy as np
 
+from . import detector_registry as registry
 from . import detectors
 from .config import ConfigError
 from .protocol import MODALITIES
 from .runs import DETECTORS, Run, RunError
 
-GAUSSIAN_SAMPLE = 10_000  # training patches the Gaussians are fitted on (float64: ~2·8·N·D bytes)
+GAUSSIAN_SAMPLE = registry.TRAIN_SAMPLE  # training patches the Gaussians and ViM are fitted on
 _CHUNK = 4096  # rows scored per `raw_score` call (its per-call cost: a Cholesky factor, a kNN index)
 ALL = "all"
 
@@ -47,22 +51,24 @@ def settings(config: dict) -> dict:
 
 
 def requested(text: str) -> list[str]:
-    """``--detectors`` → detector names: ``all`` or a comma list of ``detectors.DETECTORS``."""
+    """``--detectors`` → detector names: ``all`` (the registry's, the paper's heads first) or a
+    comma list of ``detector_registry.DETECTORS``."""
     if text.strip() == ALL:
-        return [detectors.BINARY_HEAD, *detectors.POST_HOC]  # the paper's first
+        return [registry.BINARY_HEAD, *registry.POST_HOC]
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in detectors.DETECTORS]
+    unknown = [n for n in names if n not in registry.DETECTORS]
     if unknown or not names:
         raise ConfigError(f"--detectors {text!r}: expected '{ALL}' or a comma list of "
-                          f"{', '.join(detectors.DETECTORS)}" + (f"; unknown {unknown}" if unknown else ""))
+                          f"{', '.join(registry.DETECTORS)}" + (f"; unknown {unknown}" if unknown else ""))
     return list(dict.fromkeys(names))
 
 
 # ------------------------------------------------------------------------------------ the pass
 def features_model(fusion):
-    """{s2, s1} → ``embedding_<modality>`` ([B, D], ``BranchEmbedding``) and ``logits_<method>``
-    of each single-modality pass ([B, C]; the names of the adaptive graph's ``with_features``
-    outputs): each branch once, the head twice."""
+    """{s2, s1} → ``embedding_<modality>`` ([B, D], ``BranchEmbedding``), ``logits_<method>``
+    of each single-modality pass ([B, C]) and ``features_<modality>``, the classifier's input
+    in that pass ([B, F]) — the names of the adaptive graph's ``with_features`` outputs: each
+    branch once, the head twice."""
     import keras
 
     from .adaptive import BranchEmbedding, single_modality_pass
@@ -71,11 +77,12 @@ def features_model(fusion):
               "s1": keras.Input(tuple(fusion.encoder_sar.input.shape[1:]), name="s1")}
     z = dict(zip(MODALITIES, fusion.branches(inputs)))
     passes = {m: single_modality_pass(m) for m in MODALITIES}
-    logits = fusion.head_passes(z[MODALITIES[0]], z[MODALITIES[1]], list(passes.values()), logits=True)
+    logits, features = fusion.head_features(z[MODALITIES[0]], z[MODALITIES[1]], list(passes.values()))
     outputs = {}
     for m in MODALITIES:
         outputs[f"embedding_{m}"] = BranchEmbedding(name=f"embedding_{m}")(z[m])
         outputs[f"logits_{passes[m].method}"] = logits[passes[m].name]
+        outputs[f"features_{m}"] = features[passes[m].name]
     return keras.Model(inputs, outputs, name="detector_features")
 
 
@@ -111,23 +118,25 @@ class Scores:
     """Raw scores and calibrated p of fitted detectors over a stream of batches.
 
     fitted: {name: {modality: (stats, calibrator or None)}}; ``add`` takes one batch's
-    ``embedding_<modality>`` and ``logits_<method>`` of the single-modality passes (the outputs
-    of ``features_model`` or of the adaptive graph ``with_features``); ``result()``
-    → {name: {modality: (raw [N] float64, p [N] float64 or None without a calibrator)}}. Rows
-    are scored ``_CHUNK`` at a time, so the float64 embeddings held stay bounded."""
+    ``embedding_<modality>``, ``logits_<method>`` of the single-modality passes and
+    ``features_<modality>`` (the outputs of ``features_model`` or of the adaptive graph
+    ``with_features``); ``result()`` → {name: {modality: (raw [N] float64, p [N] float64 or None
+    without a calibrator)}}. Rows are scored ``_CHUNK`` at a time, so the float64 inputs held
+    stay bounded."""
 
     def __init__(self, fitted: dict):
         self.fitted = fitted
         self._pending, self._rows = {m: [] for m in MODALITIES}, 0
         self._raw = {name: {m: [] for m in per} for name, per in fitted.items()}
 
-    def add(self, features) -> None:
+    def add(self, outputs) -> None:
         from .adaptive import single_modality_pass
 
         for m in MODALITIES:
-            logits = features[f"logits_{single_modality_pass(m).method}"]
-            self._pending[m].append((np.asarray(features[f"embedding_{m}"]), np.asarray(logits)))
-        self._rows += len(self._pending[MODALITIES[0]][-1][0])
+            keys = {registry.EMBEDDING: f"embedding_{m}", registry.LOGITS: f"logits_{single_modality_pass(m).method}",
+                    registry.FEATURES: f"features_{m}"}
+            self._pending[m].append({what: np.asarray(outputs[key]) for what, key in keys.items() if key in outputs})
+        self._rows += len(self._pending[MODALITIES[0]][-1][registry.EMBEDDING])
         if self._rows >= _CHUNK:
             self._flush()
 
@@ -135,11 +144,10 @@ class Scores:
         for m, parts in self._pending.items():
             if not parts:
                 continue
-            embedding = np.concatenate([e for e, _ in parts])
-            logits = np.concatenate([lg for _, lg in parts])
+            inputs = {what: np.concatenate([p[what] for p in parts]) for what in parts[0]}
             for name, per in self.fitted.items():
                 if m in per:
-                    self._raw[name][m].append(detectors.raw_score(name, embedding, logits, per[m][0]))
+                    self._raw[name][m].append(detectors.raw_score(name, stats=per[m][0], **inputs))
         self._pending, self._rows = {m: [] for m in MODALITIES}, 0
 
     def result(self) -> dict:
@@ -165,25 +173,26 @@ class ScenarioScores:
     def __init__(self, names, fitted: dict):
         from .passes import PASSES
 
-        self.names, self.binary = list(names), detectors.BINARY_HEAD in names
+        self.names, self.binary = list(names), registry.BINARY_HEAD in names
         self.logits = {p.method: [] for p in PASSES}
         self.heads = {m: [] for m in MODALITIES}
         self.scores = Scores(fitted) if fitted else None
 
     def add(self, outputs) -> None:
-        outputs = {k: np.asarray(v) for k, v in outputs.items() if k.startswith(("embedding_", "logits_", "p_"))}
+        outputs = {k: np.asarray(v) for k, v in outputs.items()
+                   if k.startswith(("embedding_", "logits_", "features_", "p_"))}
         for method, parts in self.logits.items():
             parts.append(outputs[f"logits_{method}"])
         if self.binary:
             for m, parts in self.heads.items():
-                parts.append(outputs[f"p_{m}_{detectors.BINARY_HEAD}"].reshape(-1))
+                parts.append(outputs[f"p_{m}_{registry.BINARY_HEAD}"].reshape(-1))
         if self.scores:
             self.scores.add(outputs)
 
     def result(self) -> dict:
         p, raw = {}, {}
         if self.binary:
-            p[detectors.BINARY_HEAD] = raw[detectors.BINARY_HEAD] = {
+            p[registry.BINARY_HEAD] = raw[registry.BINARY_HEAD] = {
                 m: np.concatenate(v).astype(np.float64) for m, v in self.heads.items()}
         for name, per in (self.scores.result() if self.scores else {}).items():
             p[name], raw[name] = {m: v[1] for m, v in per.items()}, {m: v[0] for m, v in per.items()}
@@ -193,26 +202,48 @@ class ScenarioScores:
 
 # ------------------------------------------------------------------------------------ fitting
 def _post_hoc(names) -> list[str]:
-    wrong = [n for n in names if n not in detectors.POST_HOC]
+    wrong = [n for n in names if n not in registry.DETECTORS or not registry.DETECTORS[n].post_hoc]
     if wrong:
-        raise ValueError(f"fit_run fits post-hoc detectors ({', '.join(detectors.POST_HOC)}); got {wrong} "
+        raise ValueError(f"fit_run fits post-hoc detectors ({', '.join(registry.POST_HOC)}); got {wrong} "
                          f"(the binary heads are trained by python -m tf_fusion.ood)")
     return list(dict.fromkeys(names))
 
 
-def _train_samples(call, manifest, config: dict, samples: dict) -> dict:
-    """{sample name: {modality: embeddings [n, D], "labels": [n, C]}} of several subsamples of
-    `train` (``samples``: {name: sorted row indices}), all from one pass."""
+_OUTPUTS = {registry.EMBEDDING: "embedding_{m}", registry.FEATURES: "features_{m}"}  # features_model's keys
+
+
+def _train_samples(call, manifest, config: dict, samples: dict, reads) -> dict:
+    """{detector: {modality: {what: [n, K]}, "labels": [n, C]}} of several subsamples of `train`
+    (``samples``: {detector: sorted row indices}), all from one pass; ``reads``: what to keep of
+    each row (the embedding, the classifier's input, the single-modality logits), each detector
+    getting what it reads (one copy per distinct subsample)."""
+    from .adaptive import single_modality_pass
+
+    keys = {m: {what: (f"logits_{single_modality_pass(m).method}" if what == registry.LOGITS
+                       else _OUTPUTS[what].format(m=m)) for what in reads} for m in MODALITIES}
     keep = np.unique(np.concatenate(list(samples.values())))
-    parts, offset = {m: [] for m in (*MODALITIES, "labels")}, 0
+    parts, labels, offset = {m: {what: [] for what in reads} for m in MODALITIES}, [], 0
     for out, y in batches(call, manifest, "train", config):
         rows = np.isin(np.arange(offset, offset + len(y)), keep)
         offset += len(y)
         for m in MODALITIES:
-            parts[m].append(out[f"embedding_{m}"][rows].astype(np.float64))
-        parts["labels"].append(y[rows])
-    kept = {k: np.concatenate(v) for k, v in parts.items()}
-    return {name: {k: v[np.searchsorted(keep, idx)] for k, v in kept.items()} for name, idx in samples.items()}
+            for what, key in keys[m].items():
+                parts[m][what].append(out[key][rows].astype(np.float64))
+        labels.append(y[rows])
+    kept = {m: {what: np.concatenate(v) for what, v in per.items()} for m, per in parts.items()}
+    kept_labels = np.concatenate(labels)
+    cache = {}  # detectors on the same rows share one copy of what they read
+
+    def rows(idx, m, what):
+        key = (idx.tobytes(), m, what)
+        if key not in cache:
+            at = np.searchsorted(keep, idx)
+            cache[key] = kept_labels[at] if what == "labels" else kept[m][what][at]
+        return cache[key]
+
+    return {name: {**{m: {what: rows(idx, m, what) for what in reads if what in registry.DETECTORS[name].reads}
+                      for m in MODALITIES}, "labels": rows(idx, None, "labels")}
+            for name, idx in samples.items()}
 
 
 def fit_run(run: Run, names, log=print, fusion=None, manifest=None) -> dict:
@@ -239,18 +270,22 @@ def fit_run(run: Run, names, log=print, fusion=None, manifest=None) -> dict:
         raise RunError(f"{run.path}: post-hoc detectors need the gated late-fusion model; this run trained "
                        f"{type(fusion).__name__}")
     call = traced(features_model(fusion))
-    stats = {n: {m: {} for m in MODALITIES} for n in todo}
-    embedding_detectors = [n for n in todo if detectors.DETECTORS[n] == detectors.EMBEDDING]
-    if embedding_detectors:
-        # the Gaussians: a fixed subsample (nothing but the data decides it); kNN: its reference
-        # drawn from all of train as `detectors.fit` draws it (min(N, knn_reference), ood.seed)
-        wanted = {n: (detectors.reference_indices(sizes["train"], s["knn_reference"], s["seed"]) if n == "knn"
-                      else detectors.reference_indices(sizes["train"], GAUSSIAN_SAMPLE, 0)) for n in embedding_detectors}
+    classifier = detectors.classifier_weights(fusion)
+    samples = {}
+    trained = [n for n in todo if registry.DETECTORS[n].train_pass]
+    if trained:
+        # each on its rows of train (`train_rows`): the Gaussians and ViM a fixed subsample (the
+        # data alone decides it), kNN its reference as `detectors.fit` draws it (ood.seed)
+        wanted = {n: registry.DETECTORS[n].train_rows(sizes["train"], s) for n in trained}
+        reads = sorted({what for n in trained for what in registry.DETECTORS[n].reads} - {registry.CLASSIFIER},
+                       key=registry.READS.index)
         log("fitting " + ", ".join(f"{n} on {len(i)}" for n, i in wanted.items()) + f" of {sizes['train']} train patches")
-        samples = _train_samples(call, manifest, config, wanted)
-        for n in embedding_detectors:
-            for m in MODALITIES:
-                stats[n][m] = detectors.fit(n, samples[n][m], samples[n]["labels"], s)
+        samples = _train_samples(call, manifest, config, wanted, reads)
+    stats = {n: {m: detectors.fit(n, samples[n][m].get(registry.EMBEDDING), samples[n]["labels"], s,
+                                  features=samples[n][m].get(registry.FEATURES),
+                                  logits=samples[n][m].get(registry.LOGITS), classifier=classifier)
+                 if n in samples else detectors.fit(n, None, None, s, classifier=classifier)
+                 for m in MODALITIES} for n in todo}
     raw = {}
     for subset in ("val", "ood_val"):
         scores = Scores({n: {m: (stats[n][m], None) for m in MODALITIES} for n in todo})
@@ -276,7 +311,7 @@ def layers(run: Run, name: str, fitted: dict | None = None) -> tuple:
     """(optical, SAR) p layers of detector ``name`` for ``build_adaptive_model``: the run's
     binary heads, or ``DetectorProbability`` layers of the fitted post-hoc detector (``fitted``:
     ``fit_run``'s entry for it; else loaded, a one-line RunError when it is not fitted)."""
-    if name == detectors.BINARY_HEAD:
+    if name == registry.BINARY_HEAD:
         heads = run.ood_heads()
         if heads is None:
             raise RunError(f"{run.path}: no OOD heads (ood_opt.keras, ood_sar.keras); train them first: "

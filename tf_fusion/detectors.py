@@ -1,31 +1,40 @@
 """Post-hoc OOD detectors: a score per modality that needs no OOD training data, calibrated into
 p = P(in-distribution) so Eq. 3 (`tf_fusion.adaptive`) can gate a modality with it.
 
-Each detector reads one modality: either its branch embedding at the fusion point (``[N, D]``;
-feature maps are global-average-pooled by the caller) or the logits of that modality's
-single-modality pass (``[N, C]``; the rows ``opt`` / ``sar`` of ``tf_fusion.passes.PASSES``).
-Every raw score is oriented so that HIGHER = MORE in-distribution:
+The detectors themselves — their names, what each reads, fits and scores, in NumPy and in the
+graph — are classes of the registry ``tf_fusion.detector_registry`` (free of TensorFlow, so
+config can read the names). This module holds what they share: the functions by name that
+the rest of the project calls (``raw_score``, ``fit``), the calibrators, the run-folder files
+and the one Keras layer, ``DetectorProbability``, that computes any registered detector's p in
+the graph. Every raw score is oriented so that HIGHER = MORE in-distribution:
 
-==================  =========  =================================================================
-name                reads      raw score
-==================  =========  =================================================================
-confidence          logits     mean_c max(p_c, 1 − p_c), p = sigmoid(logit): MSP for sigmoids
-max_logit           logits     max_c logit_c
-joint_energy        logits     Σ_c log(1 + e^{logit_c}) (multi-label energy, Wang et al. 2021)
-mahalanobis         embedding  −(z − μ)ᵀ P (z − μ): one Gaussian of the training embeddings
-mahalanobis_class   embedding  −min_c (z − μ_c)ᵀ P (z − μ_c): per-class means, shared covariance
-knn                 embedding  −‖ẑ − r̂_(k)‖: distance to the k-th nearest L2-normalised
-                               embedding of a seeded training sample (the reference)
-binary_head         embedding  the paper's trained heads (``tf_fusion.ood``); listed, not here
-==================  =========  =================================================================
+======================  ==========  =========================================================
+name                    reads       raw score
+======================  ==========  =========================================================
+confidence              logits      mean_c max(p_c, 1 − p_c), p = sigmoid(logit): MSP for sigmoids
+max_logit               logits      max_c logit_c
+joint_energy            logits      Σ_c log(1 + e^{logit_c}) (multi-label energy, Wang et al. 2021)
+mahalanobis             embedding   −(z − μ)ᵀ P (z − μ): one Gaussian of the training embeddings
+mahalanobis_class       embedding   −min_c (z − μ_c)ᵀ P (z − μ_c): per-class means, shared covariance
+knn                     embedding   −‖ẑ − r̂_(k)‖: distance to the k-th nearest L2-normalised
+                                    embedding of a seeded training sample (the reference)
+mahalanobis_normalized  embedding   mahalanobis_class on L2-normalised embeddings (Mahalanobis++)
+vim                     features,   Σ_c softplus(logit_c) − α‖(x − o)(I − PPᵀ)‖ (ViM, sigmoid
+                        logits, W   energy; o = −pinv(Wᵀ)b, P the principal subspace of train)
+scale                   features,   Σ_c softplus(e^r (logit_c − b_c) + b_c), r = Σa / Σ top 15 % a
+                        logits, b   (SCALE, sigmoid energy)
+binary_head             embedding   the paper's trained heads (``tf_fusion.ood``); listed, not here
+======================  ==========  =========================================================
 
 Fitting (``fit``). Covariances are scikit-learn's ``LedoitWolf`` (shrinkage towards a scaled
 identity, so the precision P exists even when D ≥ N); ``mahalanobis`` fits it to the training
 embeddings, ``mahalanobis_class`` to the class-centred ones (a patch carrying several classes
 gives one centred row per class, ``assume_centered=True``), with one mean per class that has
 training patches. ``knn`` draws ``min(N, knn_reference)`` embeddings without replacement with
-``numpy.random.default_rng(seed)``. The Gaussian fits work in float64: memory ≈ 2 · 8 · N · D
-bytes (subsample before calling ``fit`` when that is too much). The logit scores fit nothing.
+``numpy.random.default_rng(seed)``. ViM fits its origin, subspace and α on the training
+features and the classifier; SCALE keeps the classifier's bias. The Gaussian fits work in
+float64: memory ≈ 2 · 8 · N · D bytes (subsample before calling ``fit`` when that is too much).
+The logit scores fit nothing.
 
 Calibration (``fit_calibrator``): ``val`` scores (label 1) against ``ood_val`` (label 0), both
 classes weighted equally (as the binary heads' ``ood.balance``), so p does not depend on the
@@ -37,29 +46,33 @@ constant p = 0.5 (no evidence), which keeps p monotone. ``isotonic``:
 sample weights; its prediction is the piecewise-linear interpolation of its thresholds, clipped
 outside the fitted range. Either way p is non-decreasing in the score and lies in [0, 1].
 
-Cost in the graph, per sample (``DetectorProbability``; D = embedding width, C classes, R the kNN
-reference size, M ≤ C class means): logit scores O(C); ``mahalanobis`` D² multiply-adds and a
-D × D float32 weight (16 MiB at D = 2048); ``mahalanobis_class`` D² + M·D and D² + M·D weights;
-``knn`` R·D multiply-adds plus a top-k over R, and the R × D reference as a float32 constant of
-the graph (R = 2000, D = 2048: 8.2 M multiply-adds per sample, 16 MiB). The binary head
-(2048→512→64→1) is ≈ 1.1 M multiply-adds per sample. The graph computes in float32 (the kNN
-distance as sqrt(2 − 2·cos), the class distances expanded around the mean of the class means);
-the NumPy reference ``raw_score`` in float64. With the logistic calibrator the two agree to well
-under 1e-5 in p; the isotonic one is piecewise linear with steep segments between adjacent
-thresholds of different level, where p moves by (slope × the float32 rounding of the score),
-occasionally above 1e-5 (up to ~1e-4 seen on synthetic data).
+Cost in the graph, per sample (``DetectorProbability``; D = embedding width, F the classifier's
+input width, C classes, R the kNN reference size, M ≤ C class means, K ViM's dimension): logit
+scores O(C); ``mahalanobis`` D² multiply-adds and a D × D float32 weight (16 MiB at D = 2048);
+``mahalanobis_class`` and ``mahalanobis_normalized`` D² + M·D and D² + M·D weights; ``knn`` R·D
+multiply-adds plus a top-k over R, and the R × D reference as a float32 constant of the graph
+(R = 2000, D = 2048: 8.2 M multiply-adds per sample, 16 MiB); ``vim`` 2·F·K (F = 4096, K = 1000:
+8.2 M, a 16 MiB basis); ``scale`` a top-k over F. The binary head (2048→512→64→1) is ≈ 1.1 M
+multiply-adds per sample. The graph computes in float32 (the kNN distance as sqrt(2 − 2·cos),
+the class distances expanded around the mean of the class means); the NumPy reference
+``raw_score`` in float64. With the logistic calibrator the two agree to well under 1e-5 in p;
+the isotonic one is piecewise linear with steep segments between adjacent thresholds of
+different level, where p moves by (slope × the float32 rounding of the score), occasionally
+above 1e-5 (up to ~1e-4 seen on synthetic data).
 
 API::
 
-    DETECTORS       {name: "embedding" | "logits"}, binary_head included
-    POST_HOC        the six post-hoc names;  CALIBRATIONS ("logistic", "isotonic")
+    DETECTORS       {name: detector class} (tf_fusion.detector_registry), binary_head included
+    POST_HOC        the post-hoc names;  CALIBRATIONS ("logistic", "isotonic")
     FIT_COMMAND     the command the errors name: python -m tf_fusion.evaluate --run RUN --detectors all
     DEFAULT_SETTINGS {"calibration": "logistic", "knn_k": 10, "knn_reference": 2000, "seed": 0}
     resolve_settings(settings) -> settings             defaults filled in, values checked
     fitted_settings(name, settings) -> dict            what one detector's fit depends on
-    raw_score(name, embedding=None, logits=None, stats=None) -> [N] float64
-    fit(name, train_embeddings, train_labels, settings) -> stats (dict of arrays; {} for logits)
+    raw_score(name, embedding=None, logits=None, stats=None, features=None) -> [N] float64
+    fit(name, train_embeddings, train_labels, settings, features=None, logits=None, classifier=None)
+        -> stats (dict of arrays; {} for the logit scores)
     reference_indices(n, size, seed) -> the kNN reference rows (bounded, seeded)
+    classifier_weights(fusion) -> (kernel [F, C], bias [C]) of the fusion head's final Dense
     fit_calibrator(scores_in, scores_out, method="logistic") -> LogisticCalibrator | IsotonicCalibrator
         calibrator(scores) -> [N] p in [0, 1]
     save(run_dir, name, modality, stats, calibrator, settings) -> path(run_dir, name, modality)
@@ -67,7 +80,8 @@ API::
     load(run_dir, name, modality, settings) -> (stats, calibrator)  RunError if unfitted/stale
     is_fitted(run_dir, name, modality, settings) -> bool
     DetectorProbability.from_fitted(detector, stats, calibrator, name=None) -> a Keras layer,
-        [embedding [B, D], logits [B, C]] -> p float32 [B, 1]; .score(e, l) -> [B], .calibrate(s) -> [B]
+        [embedding [B, D], logits [B, C](, features [B, F])] -> p float32 [B, 1];
+        .score(e, l, f=None) -> [B], .calibrate(s) -> [B]
 
 The seed of the kNN reference is a setting (``seed``), so a changed seed refits like any other
 changed setting.
@@ -86,175 +100,49 @@ from keras import ops
 from scipy.special import expit
 
 from . import atomic
+from . import detector_registry as registry
 from .adaptive import _Float32Layer
+from .detector_registry import (BINARY_HEAD, CLASSIFIER, DEFAULT_SETTINGS, DETECTORS, EMBEDDING,  # noqa: F401
+                                FEATURES, GRAPH_INPUTS, LOGITS, POST_HOC, fitted_settings, reference_indices,
+                                resolve_settings)
 from .protocol import MODALITIES
 from .runs import DETECTORS as FOLDER  # RUN/detectors (`tf_fusion.runs`: the run folder's layout)
 from .runs import RunError
 
-EMBEDDING, LOGITS = "embedding", "logits"
-BINARY_HEAD = "binary_head"
-DETECTORS = {
-    "confidence": LOGITS,
-    "max_logit": LOGITS,
-    "joint_energy": LOGITS,
-    "mahalanobis": EMBEDDING,
-    "mahalanobis_class": EMBEDDING,
-    "knn": EMBEDDING,
-    BINARY_HEAD: EMBEDDING,
-}
-POST_HOC = tuple(name for name in DETECTORS if name != BINARY_HEAD)
-DEFAULT_SETTINGS = {"calibration": "logistic", "knn_k": 10, "knn_reference": 2000, "seed": 0}
-STATS_KEYS = {"mahalanobis": ("mean", "precision"),
-              "mahalanobis_class": ("classes", "means", "precision"),
-              "knn": ("k", "reference")}
 FIT_COMMAND = "python -m tf_fusion.evaluate --run {run} --detectors all"
 _FORMAT = 1
-_NORM_EPS = 1e-12  # an all-zero embedding stays zero when L2-normalised (scikit-learn's normalize)
 
 
-# ------------------------------------------------------------------------------------ settings
-def _check_name(name: str, allowed=POST_HOC) -> str:
-    if name not in allowed:
-        if name == BINARY_HEAD:
-            raise ValueError(f"{BINARY_HEAD} is the paper's trained head (python -m tf_fusion.ood), "
-                             f"not a post-hoc score; post-hoc detectors: {', '.join(POST_HOC)}")
-        raise ValueError(f"unknown detector {name!r}; expected one of {', '.join(allowed)}")
-    return name
-
-
-def resolve_settings(settings: dict | None) -> dict:
-    """The detector settings with defaults filled in; a ValueError names an unknown key or a bad
-    value (``knn_k`` ≥ 1, ``knn_reference`` ≥ ``knn_k``, ``seed`` ≥ 0)."""
-    settings = dict(settings or {})
-    unknown = sorted(set(settings) - set(DEFAULT_SETTINGS))
-    if unknown:
-        raise ValueError(f"unknown detector settings {unknown}; expected keys {sorted(DEFAULT_SETTINGS)}")
-    out = {**DEFAULT_SETTINGS, **settings}
-    if out["calibration"] not in CALIBRATIONS:
-        raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {out['calibration']!r}")
-    for key, low in (("knn_k", 1), ("knn_reference", out["knn_k"]), ("seed", 0)):
-        value = out[key]
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{key} must be an integer ≥ {low}, got {value!r}")
-        out[key] = int(value)
-    return out
-
-
-def fitted_settings(name: str, settings: dict | None) -> dict:
-    """The settings one detector's fitted state depends on (saved with it; any change refits):
-    the calibration for all, plus k, the reference size and the seed for ``knn``."""
-    s = resolve_settings(settings)
-    keys = ("calibration", "knn_k", "knn_reference", "seed") if _check_name(name) == "knn" else ("calibration",)
-    return {k: s[k] for k in keys}
-
-
-# ------------------------------------------------------------------------------------ scores
-def _matrix(x, what: str, name: str, width: int | None = None) -> np.ndarray:
-    if x is None:
-        raise ValueError(f"{name} reads the {what} [N, {'D' if what == EMBEDDING else 'C'}]; got none")
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim != 2 or (width is not None and a.shape[1] != width):
-        want = f"[N, {width}]" if width is not None else "[N, K]"
-        raise ValueError(f"{name}: {what} must be {want}, got shape {a.shape}")
-    return a
-
-
-def _check_stats(name: str, stats) -> dict:
-    missing = [k for k in STATS_KEYS.get(name, ()) if stats is None or k not in stats]
-    if missing:
-        raise ValueError(f"{name} needs fitted stats with keys {list(STATS_KEYS[name])}; "
-                         f"got {sorted(stats) if stats is not None else None}")
-    return stats
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    from sklearn.preprocessing import normalize
-
-    return normalize(x, norm="l2")
-
-
-def _whitening(precision) -> np.ndarray:
-    """L with P = L Lᵀ, so (z − μ)ᵀ P (z − μ) = ‖(z − μ) L‖² (never negative)."""
-    return np.linalg.cholesky(np.asarray(precision, np.float64))
-
-
-def raw_score(name: str, embedding=None, logits=None, stats=None) -> np.ndarray:
+# ------------------------------------------------------------------------------------ by name
+def raw_score(name: str, embedding=None, logits=None, stats=None, features=None) -> np.ndarray:
     """The raw score of detector ``name`` per sample, float64 [N], higher = more in-distribution.
 
-    embedding: [N, D] (the embedding detectors), logits: [N, C] of the modality's single-modality
-    pass (the logit detectors), stats: ``fit``'s output (the embedding detectors)."""
-    _check_name(name)
-    if DETECTORS[name] == LOGITS:
-        z = _matrix(logits, LOGITS, name)
-        if name == "confidence":
-            return expit(np.abs(z)).mean(axis=1)  # max(p, 1 − p) = sigmoid(|logit|)
-        if name == "max_logit":
-            return z.max(axis=1)
-        return np.logaddexp(0.0, z).sum(axis=1)  # joint_energy
-    stats = _check_stats(name, stats)
-    if name == "knn":
-        from sklearn.neighbors import NearestNeighbors
-
-        reference = np.asarray(stats["reference"], np.float64)
-        x = _matrix(embedding, EMBEDDING, name, reference.shape[1])
-        k = int(stats["k"])
-        nn = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(reference)
-        return -nn.kneighbors(_normalize(x), return_distance=True)[0][:, k - 1]
-    whitening = _whitening(stats["precision"])
-    if name == "mahalanobis":
-        x = _matrix(embedding, EMBEDDING, name, whitening.shape[0])
-        return -np.sum(((x - np.asarray(stats["mean"], np.float64)) @ whitening) ** 2, axis=1)
-    from scipy.spatial.distance import cdist
-
-    x = _matrix(embedding, EMBEDDING, name, whitening.shape[0])
-    means = np.asarray(stats["means"], np.float64)
-    return -cdist(x @ whitening, means @ whitening, "sqeuclidean").min(axis=1)  # mahalanobis_class
+    embedding: [N, D], logits: [N, C] of the modality's single-modality pass, features: [N, F]
+    the classifier's input in that pass (what the detector reads), stats: ``fit``'s output."""
+    cls = registry.post_hoc(name)
+    inputs = {EMBEDDING: embedding, LOGITS: logits, FEATURES: features}
+    return np.asarray(cls.score(inputs, cls.check_stats(stats) if cls.stats_keys else stats), np.float64)
 
 
-# ------------------------------------------------------------------------------------ fitting
-def reference_indices(n: int, size: int, seed: int) -> np.ndarray:
-    """The kNN reference sample: ``min(n, size)`` distinct indices of ``range(n)``, sorted, drawn
-    with ``numpy.random.default_rng(seed)`` (same seed, same sample)."""
-    return np.sort(np.random.default_rng(seed).choice(n, size=min(int(n), int(size)), replace=False))
-
-
-def fit(name: str, train_embeddings, train_labels, settings: dict | None) -> dict:
+def fit(name: str, train_embeddings, train_labels, settings: dict | None, *, features=None, logits=None,
+        classifier=None) -> dict:
     """Fitted statistics of detector ``name`` (a dict of NumPy arrays; ``{}`` for the logit scores).
 
     train_embeddings: [N, D] in-distribution training embeddings of one modality; train_labels:
-    [N, C] multi-hot (``mahalanobis_class`` only); settings: see ``resolve_settings``."""
-    _check_name(name)
-    settings = resolve_settings(settings)
-    if DETECTORS[name] == LOGITS:
-        return {}
-    from sklearn.covariance import LedoitWolf
+    [N, C] multi-hot (``mahalanobis_class``); features / logits: [N, F] / [N, C] of the same rows'
+    single-modality pass; classifier: (kernel [F, C], bias [C]); settings: see ``resolve_settings``."""
+    cls = registry.post_hoc(name)
+    inputs = {EMBEDDING: train_embeddings, LOGITS: logits, FEATURES: features, CLASSIFIER: classifier}
+    return cls.fit(inputs, train_labels, resolve_settings(settings))
 
-    x = _matrix(train_embeddings, EMBEDDING, name)
-    if len(x) == 0 or not np.isfinite(x).all():
-        raise ValueError(f"{name}: the training embeddings must be non-empty and finite, got shape {x.shape}"
-                         f" with {int((~np.isfinite(x)).sum())} non-finite values")
-    if name == "knn":
-        k = settings["knn_k"]
-        if len(x) < k:
-            raise ValueError(f"knn: knn_k={k} needs at least {k} training embeddings, got {len(x)}")
-        reference = _normalize(x[reference_indices(len(x), settings["knn_reference"], settings["seed"])])
-        return {"k": np.asarray(k, np.int64), "reference": reference.astype(np.float32)}
-    if name == "mahalanobis":
-        lw = LedoitWolf().fit(x)
-        return {"mean": lw.location_.astype(np.float32), "precision": lw.precision_.astype(np.float32)}
-    y = np.asarray(train_labels) if train_labels is not None else None
-    if y is None or y.ndim != 2 or len(y) != len(x):
-        raise ValueError(f"mahalanobis_class needs multi-hot labels [{len(x)}, C]; got "
-                         f"{None if y is None else y.shape}")
-    y = y > 0
-    classes = np.flatnonzero(y.any(axis=0))
-    if classes.size == 0:
-        raise ValueError("mahalanobis_class: no training patch carries any class")
-    means = np.stack([x[y[:, c]].mean(axis=0) for c in classes])
-    centred = np.concatenate([x[y[:, c]] - means[i] for i, c in enumerate(classes)])
-    lw = LedoitWolf(assume_centered=True).fit(centred)
-    return {"classes": classes.astype(np.int64), "means": means.astype(np.float32),
-            "precision": lw.precision_.astype(np.float32)}
+
+def classifier_weights(fusion) -> tuple[np.ndarray, np.ndarray]:
+    """(kernel [F, C], bias [C]) float64 of the fusion head's final Dense (the ``classifier``
+    the detectors read)."""
+    from .model import CLASSIFIER as LAYER
+
+    dense = fusion.fusion_head.get_layer(LAYER)
+    return tuple(np.asarray(keras.ops.convert_to_numpy(w), np.float64) for w in (dense.kernel, dense.bias))
 
 
 # ------------------------------------------------------------------------------------ calibration
@@ -348,17 +236,14 @@ def path(run_dir, name: str, modality: str) -> str:
     the settings it was fitted with), written atomically."""
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
-    return os.path.join(os.fspath(run_dir), FOLDER, f"{_check_name(name)}_{modality}.npz")
+    return os.path.join(os.fspath(run_dir), FOLDER, f"{registry.post_hoc(name).name}_{modality}.npz")
 
 
 def save(run_dir, name: str, modality: str, stats: dict, calibrator, settings: dict | None) -> str:
     """Write the fitted detector of one modality into the run; returns its path."""
     target = path(run_dir, name, modality)
-    if DETECTORS[name] == EMBEDDING:
-        _check_stats(name, stats)
-    if type(calibrator) not in CALIBRATORS.values():
-        raise ValueError(f"calibrator must be one of {[c.__name__ for c in CALIBRATORS.values()]}, "
-                         f"got {type(calibrator).__name__}")
+    registry.post_hoc(name).check_stats(stats)
+    _check_calibrator(calibrator)
     meta = {"format": _FORMAT, "detector": name, "modality": modality, "calibration": calibrator.method,
             "settings": fitted_settings(name, settings)}
     arrays = {"meta": np.array(json.dumps(meta, sort_keys=True)),
@@ -416,55 +301,52 @@ def load(run_dir, name: str, modality: str, settings: dict | None):
 
 
 # ------------------------------------------------------------------------------------ the layer
+def _check_calibrator(calibrator):
+    if type(calibrator) not in CALIBRATORS.values():
+        raise ValueError(f"calibrator must be one of {[c.__name__ for c in CALIBRATORS.values()]}, "
+                         f"got {type(calibrator).__name__}")
+
+
 @keras.saving.register_keras_serializable(package="tf_fusion")
 class DetectorProbability(_Float32Layer):
-    """``[embedding [B, D], logits [B, C]]`` → p = P(in-distribution), float32 [B, 1], for one
-    fitted post-hoc detector and its calibrator; the twin of ``calibrator(raw_score(...))``.
+    """``[embedding [B, D], logits [B, C]]`` (plus ``features [B, F]`` for a detector that reads
+    them) → p = P(in-distribution), float32 [B, 1], for one fitted post-hoc detector of the
+    registry and its calibrator; the twin of ``calibrator(raw_score(...))``.
 
-    The fitted arrays are non-trainable weights, so they travel inside ``.keras`` files and
-    SavedModels; the config holds only their shapes. Build it with ``from_fitted``. The input a
-    detector does not read may be any tensor (it is ignored).
+    The detector's graph constants (``graph_constants``) and the calibrator's parameters are
+    non-trainable weights, so they travel inside ``.keras`` files and SavedModels; the config
+    holds only their shapes. Build it with ``from_fitted``. An input a detector does not read may
+    be any tensor (it is ignored).
 
     Args:
-        detector: one of ``POST_HOC``.
+        detector: a post-hoc name of ``tf_fusion.detector_registry.DETECTORS``.
         calibration: ``"logistic"`` or ``"isotonic"``.
-        embedding_dim: D (the embedding detectors).
-        num_means: M, the number of class means (``mahalanobis_class``).
-        reference_size: R (``knn``). k: the neighbour whose distance is the score (``knn``).
+        constants: {name: shape} of the detector's graph constants (``from_fitted`` fills it).
+        static: the detector's Python ints (``graph_static``, kNN's k).
         num_thresholds: T ≥ 2, the isotonic calibrator's thresholds.
     """
 
-    def __init__(self, detector, calibration="logistic", embedding_dim=None, num_means=None, reference_size=None,
-                 k=None, num_thresholds=None, **kwargs):
+    def __init__(self, detector, calibration="logistic", constants=None, static=None, num_thresholds=None, **kwargs):
         super().__init__(**kwargs)
-        _check_name(detector)
+        self.kind = registry.post_hoc(detector)
         if calibration not in CALIBRATIONS:
             raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
-        needs = {"mahalanobis": ("embedding_dim",), "mahalanobis_class": ("embedding_dim", "num_means"),
-                 "knn": ("embedding_dim", "reference_size", "k")}.get(detector, ())
-        needs += ("num_thresholds",) if calibration == "isotonic" else ()
-        given = dict(embedding_dim=embedding_dim, num_means=num_means, reference_size=reference_size, k=k,
-                     num_thresholds=num_thresholds)
-        bad = {key: given[key] for key in needs if not isinstance(given[key], (int, np.integer)) or given[key] < 1}
-        if bad or (k is not None and reference_size is not None and k > reference_size) or \
-                (calibration == "isotonic" and num_thresholds < 2):
-            raise ValueError(f"DetectorProbability({detector!r}, {calibration!r}) needs positive integers "
-                             f"{list(needs)} (k ≤ reference_size, num_thresholds ≥ 2); got {given}")
+        constants = {k: [int(n) for n in shape] for k, shape in (constants or {}).items()}
+        bad = {k: s for k, s in constants.items() if any(n < 1 for n in s)}
+        if bad or (calibration == "isotonic" and not (isinstance(num_thresholds, (int, np.integer))
+                                                      and num_thresholds >= 2)):
+            raise ValueError(f"DetectorProbability({detector!r}, {calibration!r}) needs positive constant shapes "
+                             f"(num_thresholds ≥ 2 when isotonic); got constants={constants}, "
+                             f"num_thresholds={num_thresholds!r}")
         self.detector, self.calibration = detector, calibration
-        self.embedding_dim, self.num_means, self.reference_size = embedding_dim, num_means, reference_size
-        self.k, self.num_thresholds = k, num_thresholds
+        self.constant_shapes, self.static = constants, dict(static or {})
+        self.num_thresholds = num_thresholds
+        self.reads = self.kind.reads
 
         def weight(name, shape):
-            return self.add_weight(shape=shape, initializer="zeros", trainable=False, name=name)
+            return self.add_weight(shape=tuple(shape), initializer="zeros", trainable=False, name=name)
 
-        d = embedding_dim
-        if detector == "mahalanobis":
-            self.mean, self.whitening = weight("mean", (d,)), weight("whitening", (d, d))
-        elif detector == "mahalanobis_class":
-            self.center, self.whitening = weight("center", (d,)), weight("whitening", (d, d))
-            self.white_means, self.white_sq = weight("white_means", (num_means, d)), weight("white_sq", (num_means,))
-        elif detector == "knn":
-            self.reference = weight("reference", (reference_size, d))
+        self.constants = {k: weight(k, s) for k, s in constants.items()}
         if calibration == "logistic":
             self.params = weight("logistic", (4,))
         else:
@@ -475,78 +357,52 @@ class DetectorProbability(_Float32Layer):
     def from_fitted(cls, detector: str, stats: dict, calibrator, **kwargs) -> "DetectorProbability":
         """The layer of ``fit``'s stats and ``fit_calibrator``'s calibrator (or ``load``'s pair);
         ``kwargs`` go to the layer (``name``)."""
-        _check_name(detector)
-        if DETECTORS[detector] == EMBEDDING:
-            _check_stats(detector, stats)
-        if type(calibrator) not in CALIBRATORS.values():
-            raise ValueError(f"calibrator must be one of {[c.__name__ for c in CALIBRATORS.values()]}, "
-                             f"got {type(calibrator).__name__}")
-        values = {}
-        shapes = {}
-        if detector in ("mahalanobis", "mahalanobis_class"):
-            whitening = _whitening(stats["precision"])
-            shapes["embedding_dim"] = int(whitening.shape[0])
-            values["whitening"] = whitening
-            if detector == "mahalanobis":
-                values["mean"] = np.asarray(stats["mean"], np.float64)
-            else:
-                means = np.asarray(stats["means"], np.float64)
-                center = means.mean(axis=0)  # expand the distances around it: smaller terms in float32
-                white = (means - center) @ whitening
-                shapes["num_means"] = int(len(means))
-                values.update(center=center, white_means=white, white_sq=np.sum(white ** 2, axis=1))
-        elif detector == "knn":
-            reference = np.asarray(stats["reference"], np.float64)
-            shapes.update(embedding_dim=int(reference.shape[1]), reference_size=int(reference.shape[0]),
-                          k=int(stats["k"]))
-            values["reference"] = reference
+        kind = registry.post_hoc(detector)
+        kind.check_stats(stats)
+        _check_calibrator(calibrator)
+        constants = {k: np.asarray(v, np.float64) for k, v in kind.graph_constants(stats).items()}
+        extra = {}
         if calibrator.method == "logistic":
-            values["params"] = calibrator.to_arrays()["params"]
+            calibration = {"params": calibrator.to_arrays()["params"]}
         else:
             x, y = np.asarray(calibrator.x, np.float64), np.asarray(calibrator.y, np.float64)
             if len(x) == 1:  # one threshold: a constant (two equal points interpolate to it)
                 x, y = np.repeat(x, 2), np.repeat(y, 2)
-            shapes["num_thresholds"] = int(len(x))
-            values.update(thresholds_x=x, thresholds_y=y)
-        layer = cls(detector, calibrator.method, **shapes, **kwargs)
-        for attr, value in values.items():
-            getattr(layer, attr).assign(np.asarray(value, np.float32))
+            extra["num_thresholds"] = int(len(x))
+            calibration = {"thresholds_x": x, "thresholds_y": y}
+        layer = cls(detector, calibrator.method, constants={k: list(v.shape) for k, v in constants.items()},
+                    static=kind.graph_static(stats), **extra, **kwargs)
+        for key, value in constants.items():
+            layer.constants[key].assign(np.asarray(value, np.float32))
+        for key, value in calibration.items():
+            getattr(layer, key).assign(np.asarray(value, np.float32))
         return layer
 
     def build(self, input_shape):
-        """The weights exist since ``__init__``; this only checks the embedding width."""
-        self._check_width(input_shape[0])
+        """The weights exist since ``__init__``; this only checks the input widths."""
+        for what, shape in zip(GRAPH_INPUTS, input_shape):
+            self._check_width(what, shape)
         self.built = True
 
-    def _check_width(self, shape):
-        if DETECTORS[self.detector] == EMBEDDING and shape[-1] is not None and shape[-1] != self.embedding_dim:
-            raise ValueError(f"{self.name}: {self.detector} was fitted on embeddings of width "
-                             f"{self.embedding_dim}, got shape {tuple(shape)}")
+    def _check_width(self, what, shape):
+        width = self.kind.widths(self.constant_shapes).get(what)
+        if width is not None and shape[-1] is not None and shape[-1] != width:
+            raise ValueError(f"{self.name}: {self.detector} was fitted on the {what} of width {width}, "
+                             f"got shape {tuple(shape)}")
 
     # --- the raw score, [B] ------------------------------------------------------------------
-    def score(self, embedding, logits):
+    def score(self, embedding, logits, features=None):
         """The raw score (``raw_score``'s float32 twin), [B]."""
-        if DETECTORS[self.detector] == LOGITS:
-            z = ops.cast(logits, "float32")
-            if self.detector == "confidence":
-                return ops.mean(ops.sigmoid(ops.abs(z)), axis=-1)
-            if self.detector == "max_logit":
-                return ops.max(z, axis=-1)
-            return ops.sum(ops.softplus(z), axis=-1)
-        x = ops.cast(embedding, "float32")
-        self._check_width(x.shape)
-        if self.detector == "mahalanobis":
-            u = ops.matmul(x - self.mean, self.whitening)
-            return -ops.sum(ops.square(u), axis=-1)
-        if self.detector == "mahalanobis_class":
-            u = ops.matmul(x - self.center, self.whitening)
-            d = (ops.sum(ops.square(u), axis=-1, keepdims=True) - 2.0 * ops.matmul(u, ops.transpose(self.white_means))
-                 + self.white_sq)
-            return -ops.maximum(ops.min(d, axis=-1), 0.0)
-        norm = ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True))
-        x = x / ops.maximum(norm, _NORM_EPS)
-        cos_k = ops.top_k(ops.matmul(x, ops.transpose(self.reference)), self.k, sorted=True)[0][:, self.k - 1]
-        return -ops.sqrt(ops.maximum(2.0 - 2.0 * cos_k, 0.0))  # ‖a − b‖ of unit vectors
+        inputs = {}
+        for what, x in zip(GRAPH_INPUTS, (embedding, logits, features)):
+            if what in self.reads:
+                if x is None:
+                    raise ValueError(f"{self.name}: {self.detector} reads the {what}; got none "
+                                     f"(inputs [embedding, logits, features])")
+                x = ops.cast(x, "float32")
+                self._check_width(what, x.shape)
+                inputs[what] = x
+        return self.kind.graph_score(inputs, self.constants, self.static)
 
     # --- the calibrator, [B] → [B] -------------------------------------------------------------
     def calibrate(self, s):
@@ -563,15 +419,13 @@ class DetectorProbability(_Float32Layer):
         return y0 + t * (y1 - y0)
 
     def call(self, inputs):
-        embedding, logits = inputs
-        return ops.expand_dims(self.calibrate(self.score(embedding, logits)), -1)
+        return ops.expand_dims(self.calibrate(self.score(*inputs)), -1)
 
     def compute_output_shape(self, input_shapes):
         return (input_shapes[0][0], 1)
 
     def get_config(self):
         config = super().get_config()
-        config.update(detector=self.detector, calibration=self.calibration, embedding_dim=self.embedding_dim,
-                      num_means=self.num_means, reference_size=self.reference_size, k=self.k,
-                      num_thresholds=self.num_thresholds)
+        config.update(detector=self.detector, calibration=self.calibration, constants=self.constant_shapes,
+                      static=self.static, num_thresholds=self.num_thresholds)
         return config

@@ -28,6 +28,7 @@ from .metrics import FScores
 from .passes import PASSES
 
 INPUT_KEYS = ("s2", "s1", "lambda_opt", "lambda_sar")
+CLASSIFIER = "logits"  # the fusion head's final Dense, f_c's classifier (the OOD detectors read its input)
 
 
 @keras.saving.register_keras_serializable(package="tf_fusion")
@@ -133,7 +134,7 @@ def _build_fusion_head(shape_opt, shape_sar, num_classes: int, dropout: float, t
         x = trunk(x)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
-    logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    logits = layers.Dense(num_classes, dtype="float32", name=CLASSIFIER)(x)
     return keras.Model([z_opt, z_sar, lam_opt, lam_sar], logits, name="fusion_head")
 
 
@@ -267,6 +268,23 @@ class FusionModel(ConfiguredModel):
                                          gate_column(z_opt, p.lambda_sar)], training=training)
                for p in passes}
         return out if logits else {name: probabilities(v) for name, v in out.items()}
+
+    def classifier_head(self) -> keras.Model:
+        """The fusion head with two outputs, ``{"features", "logits"}``: the input of its final
+        Dense (``logits``; the classifier the OOD detectors ``vim`` and ``scale`` read) and its
+        logits, sharing the head's layers (built on each call, not tracked: nothing new is saved)."""
+        head = self.fusion_head
+        return keras.Model(head.inputs, {"features": head.get_layer(CLASSIFIER).input, "logits": head.output},
+                           name="classifier_head")
+
+    def head_features(self, z_opt, z_sar, passes=PASSES, training=None) -> tuple[dict, dict]:
+        """``({pass name: float32 logits}, {pass name: classifier input})`` of the passes, one
+        head call per gate setting, as ``head_passes(logits=True)`` plus what the classifier read."""
+        head = self.classifier_head()
+        out = {p.name: head([z_opt, z_sar, gate_column(z_opt, p.lambda_opt), gate_column(z_opt, p.lambda_sar)],
+                            training=training) for p in passes}
+        return ({name: v["logits"] for name, v in out.items()},
+                {name: ops.cast(v["features"], "float32") for name, v in out.items()})
 
     # --- Eq. 2 -------------------------------------------------------------------------------
 
