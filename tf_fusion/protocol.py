@@ -95,6 +95,9 @@ class Method:
 
 
 EARLY, LATE, EMBRACENET, ADAPTIVE = "early_fusion", "late_fusion", "embracenet", "adaptive"
+# Eq. 3 gated by the paper's binary heads alone, shown beside the run's gate when that gate holds
+# them among others (the default): the paper's method next to the robust default
+ADAPTIVE_PAPER = "adaptive_paper_heads"
 _PASS_METHODS = {"non_adaptive": ("Non-Adaptive Fusion", None), "optical_only": ("Optical Only", OPTICAL),
                  "sar_only": ("SAR Only", SAR)}
 # The extension's column order: early, late, EmbraceNet, optical only, SAR only, non-adaptive, adaptive.
@@ -104,6 +107,7 @@ METHODS = (
     Method(EMBRACENET, "EmbraceNet"),
     *(Method(p.method, *_PASS_METHODS[p.method]) for p in (PASSES[1], PASSES[2], PASSES[0])),
     Method(ADAPTIVE, "Adaptive Fusion"),
+    Method(ADAPTIVE_PAPER, "Adaptive (paper's heads)"),
 )
 METHOD_BY_NAME = {m.name: m for m in METHODS}
 BASELINES = (EARLY, LATE, EMBRACENET)  # methods of their own runs, beside the gated network's
