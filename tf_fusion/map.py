@@ -229,7 +229,7 @@ class Grid:
         from affine import Affine
 
         half = (WINDOW - self.stride) / 2
-        return self.transform * Affine.translation(self.col0 + half, self.row0 + half) * Affine.scale(self.stride)
+        return self.transform @ Affine.translation(self.col0 + half, self.row0 + half) @ Affine.scale(self.stride)
 
     def describe(self) -> dict:
         return {"crs": self.crs.to_string(), "transform": list(self.transform)[:6], "width": self.width,
@@ -253,7 +253,7 @@ def make_grid(crs, transform, width: int, height: int, stride: int, bounds=None,
     except Exception as e:  # noqa: BLE001 — rasterio raises several kinds for a CRS it cannot use
         raise MapError(f"--bounds-crs {bounds_crs}: cannot transform the bounds to {crs.to_string()} ({e})") from None
     inv = ~transform
-    (c_a, r_a), (c_b, r_b) = inv * (minx, maxy), inv * (maxx, miny)
+    (c_a, r_a), (c_b, r_b) = inv @ (minx, maxy), inv @ (maxx, miny)
     px0, px1, py0, py1 = min(c_a, c_b), max(c_a, c_b), min(r_a, r_b), max(r_a, r_b)
     # window positions whose 120 px window intersects the bounds
     ix = [i for i in range(cols) if i * stride < px1 and i * stride + WINDOW > px0]
@@ -318,8 +318,8 @@ class Scene:
             if not all(map(math.isfinite, (left, bottom, right, top))):
                 raise MapError(f"--s1 {path}: cannot reproject {src.crs.to_string()} onto {g.crs.to_string()} "
                                f"(bounds not finite there)")
-            g_left, g_top = g.transform * (0, 0)
-            g_right, g_bottom = g.transform * (g.width, g.height)
+            g_left, g_top = g.transform @ (0, 0)
+            g_right, g_bottom = g.transform @ (g.width, g.height)
             if left >= g_right or right <= g_left or bottom >= g_top or top <= g_bottom:
                 raise MapError(f"--s1 {path}: does not overlap the S2 grid (S1 {left:.0f},{bottom:.0f},{right:.0f},"
                                f"{top:.0f} vs S2 {g_left:.0f},{g_bottom:.0f},{g_right:.0f},{g_top:.0f} in "
@@ -412,10 +412,10 @@ class MapModel:
     """The exported SavedModel's `serving_default` (raw float32 bands), class names, its folder."""
 
     def __init__(self, model_dir):
-        from .predict import Model, PredictError
+        from .predict import Model, PredictError, resolve_model_dir
 
         try:
-            model = Model(model_dir)
+            model = Model(resolve_model_dir(model_dir))  # a folder without any SavedModel: before TF loads
         except PredictError as e:
             raise MapError(str(e)) from None
         except Exception as e:  # noqa: BLE001 — TensorFlow's load errors: not a SavedModel of ours
@@ -670,8 +670,11 @@ def _rgb(scene: Scene, max_px: int = 800) -> np.ndarray | None:
     out = []
     for band in ("B04", "B03", "B02"):
         bf = scene.s2.bands[band]
-        a = scene.files[bf.path].read(bf.index, window=Window(g.col0, g.row0, w, h), out_shape=(h // k, w // k),
-                                      resampling=Resampling.nearest).astype(np.float32)
+        try:
+            a = scene.files[bf.path].read(bf.index, window=Window(g.col0, g.row0, w, h), out_shape=(h // k, w // k),
+                                          resampling=Resampling.nearest).astype(np.float32)
+        except Exception:  # noqa: BLE001 — a damaged file (--skip-bad): the quicklook goes without the RGB
+            return None
         out.append(np.where(a > 0, np.maximum(a + bf.offset, 0), 0))
     return np.clip(np.stack(out, -1) / 2500, 0, 1)
 
@@ -693,7 +696,7 @@ def _quicklook(path, scene: Scene, full: dict, names) -> None:
         ax.imshow(rgb, interpolation="nearest")
         ax.set_title("S2 true colour (B04, B03, B02)")
     else:
-        ax.set_title("no S2 input")
+        ax.set_title("no S2 input" if not scene.s2 else "S2 true colour: B04/B03/B02 unreadable")
     valid = ~np.isnan(full["entropy"])
     top = np.where(valid, np.argmax(np.nan_to_num(full["probabilities"], nan=-1), axis=0), -1)
     palette = plt.get_cmap("tab20")(np.arange(20))[: len(names)]

@@ -39,6 +39,7 @@ RESOLUTION_DIR = {1: "R10m", 2: "R20m", 6: "R60m"}
 BOA_OFFSET = -1000  # processing baseline >= 04.00
 # in-distribution covers (classes 2-13 of the seed paper's partition) the regions are drawn from
 SCENE_COVERS = (2, 3, 4, 5, 8, 9, 11, 12)
+S1_MARGIN_PX = 20  # a warped S1 image extends this far beyond the S2 extent (but west of its footprint)
 TILE = "32TNS"
 DATE = "20200615T103031"
 
@@ -86,7 +87,7 @@ def write_scene(out, size: int = 600, seed: int = 0, *, epsg: int = 32632, ulx: 
     os.makedirs(s1_dir, exist_ok=True)
     with rasterio.Env(GDAL_NUM_THREADS="1", GDAL_PAM_ENABLED="NO"):
         for band, array in bands.items():
-            _write(os.path.join(s2_dir, f"{band}.tif"), array, crs, transform * Affine.scale(FACTOR[band]), 0)
+            _write(os.path.join(s2_dir, f"{band}.tif"), array, crs, transform @ Affine.scale(FACTOR[band]), 0)
         west = WINDOW - 20 if s1_west_px is None else int(s1_west_px)
         s1_foot = np.zeros((size, size), bool)
         s1_foot[:, west:] = True
@@ -95,8 +96,10 @@ def write_scene(out, size: int = 600, seed: int = 0, *, epsg: int = 32632, ulx: 
             path = os.path.join(s1_dir, f"{band}.tif")
             if s1_crs is None:
                 _write(path, array, crs, transform, np.nan)
-            else:
-                _write_warped(path, array, crs, transform, CRS.from_user_input(s1_crs))
+            else:  # the ground goes on beyond the S2 extent: the warped image's edges stay outside it
+                pad = S1_MARGIN_PX
+                _write_warped(path, np.pad(array, pad, mode="edge"), crs, transform @ Affine.translation(-pad, -pad),
+                              CRS.from_user_input(s1_crs))
         safe_dir = _write_safe(out, bands, crs, transform) if safe else None
 
     n = size // WINDOW
@@ -267,7 +270,7 @@ def _write_safe(out, bands: dict, crs, transform) -> str:
         os.makedirs(folder, exist_ok=True)
         dn = np.where(array > 0, array.astype(np.int64) - BOA_OFFSET, 0).clip(0, 65535).astype(np.uint16)
         _write(os.path.join(folder, f"T{TILE}_{DATE}_{band}_{10 * f}m.jp2"), dn, crs,
-               transform * Affine.scale(f), 0, driver="JP2OpenJPEG", QUALITY="100", REVERSIBLE="YES")
+               transform @ Affine.scale(f), 0, driver="JP2OpenJPEG", QUALITY="100", REVERSIBLE="YES")
     offsets = "".join(f'\n      <BOA_ADD_OFFSET band_id="{i}">{BOA_OFFSET}</BOA_ADD_OFFSET>' for i in range(13))
     xml = f"""<?xml version="1.0" encoding="UTF-8"?>
 <n1:Level-2A_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd">
