@@ -28,6 +28,7 @@ command off the folder.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import dataclasses
 import glob
@@ -552,12 +553,24 @@ def _run_blocks(scene, model, job, blocks, blocks_dir, progress, err, after_bloc
     total = sum(map(len, blocks))
     bar = tqdm(total=total, initial=sum(len(b) for b, d in zip(blocks, done) if d), unit="win", desc="map",
                disable=not progress, dynamic_ncols=True, mininterval=0.5, file=err)
+    todo = [i for i in range(len(blocks)) if not done[i]]
+
+    def read(i):  # in the reader thread: GDAL reads and warps without the GIL while the model runs
+        try:
+            return scene.read_block(blocks[i])
+        except BadBlock as e:
+            return e
+
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="map-read")
     try:
-        for i, positions in enumerate(blocks):
-            if done[i]:
-                continue
+        ahead = pool.submit(read, todo[0]) if todo else None
+        for j, i in enumerate(todo):
+            positions = blocks[i]
+            inputs = ahead.result()
+            ahead = pool.submit(read, todo[j + 1]) if j + 1 < len(todo) else None  # one block ahead, no more
             try:
-                inputs = scene.read_block(positions)
+                if isinstance(inputs, BadBlock):
+                    raise inputs
                 res = predict_block(model, inputs, job.batch)
                 res["bad"] = np.asarray("")
             except BadBlock as e:
@@ -574,6 +587,7 @@ def _run_blocks(scene, model, job, blocks, blocks_dir, progress, err, after_bloc
             if after_block:
                 after_block(i)
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # the files stay open until the reader is done
         bar.close()
 
 
