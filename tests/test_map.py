@@ -311,3 +311,17 @@ def test_memory_is_bounded_by_the_block_not_the_scene(smoke_export, tmp_path):
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert peaks[1] <= 1.2 * peaks[0], peaks
+
+
+def test_beam_direct_runner_equals_in_process(smoke_export, scenes, tmp_path):
+    pytest.importorskip("apache_beam", reason="the `scale` extra (Apache Beam) is not installed")
+    (warped, _), (same, _) = scenes
+    csv = tmp_path / "scenes.csv"
+    csv.write_text(f"{warped / 's2'},{warped / 's1'},a\n{same / 's2'},{same / 's1'},b\n")
+    common = ["--model", smoke_export, "--scenes", csv, "--block", "2", "--quiet"]
+    code, err = run_map(*common, "--out", tmp_path / "beam", "--runner", "direct", "--direct_num_workers=1")
+    assert code == 0, err
+    assert run_map(*common, "--out", tmp_path / "local")[0] == 0
+    for name in ("a", "b"):
+        for f in (M.MAP, M.LABELS, M.QUICKLOOK, M.SUMMARY):
+            assert (tmp_path / "beam" / name / f).read_bytes() == (tmp_path / "local" / name / f).read_bytes(), (name, f)

@@ -29,6 +29,7 @@ command off the folder.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import glob
@@ -340,7 +341,10 @@ class Scene:
         for src in self.files.values():
             src.close()
         self.vrts, self.files = {}, {}
-        self.env.__exit__(None, None, None)
+        import rasterio
+
+        with contextlib.suppress(rasterio.errors.EnvError):  # closed from another thread (a Beam worker's
+            self.env.__exit__(None, None, None)               # teardown): that thread has no environment
 
     def __enter__(self):
         return self
@@ -784,7 +788,13 @@ def parse_args(argv=None):
     p.add_argument("--s1-linear", action="store_true", help="the S1 files hold linear power, not dB")
     p.add_argument("--skip-bad", action="store_true", help="a block that cannot be read becomes nodata (listed at the end)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
+    p.add_argument("--runner", choices=("direct", "dataflow", "flink", "spark"),
+                   help="run the per-window code as an Apache Beam pipeline on this runner (the `scale` extra); "
+                        "further --flags go to Beam's pipeline options (e.g. --project, --region, --temp_location)")
+    args, beam_args = p.parse_known_args(argv)
+    if beam_args and not args.runner:
+        p.error(f"unrecognized arguments: {' '.join(beam_args)}")
+    args.beam_args = beam_args
     if args.scenes and (args.s2 or args.s1):
         p.error("give --scenes or --s2/--s1, not both")
     if not args.scenes and not (args.s2 or args.s1):
@@ -807,6 +817,14 @@ def run(args, log=print, after_block=None) -> list[str]:
                 block=args.block, s1_linear=args.s1_linear, skip_bad=args.skip_bad) for s2, s1, out in scenes]
     for job in jobs:  # every scene's inputs checked before the model loads (seconds) or a scene is mapped
         open_scene(job).close()
+    if getattr(args, "runner", None):
+        from . import map_beam
+
+        with contextlib.ExitStack() as stack:
+            for job in jobs:
+                stack.enter_context(using(job.out, log))
+            map_beam.run(jobs, args.model, args.runner, args.beam_args, log=log)
+        return [b for job in jobs for b in _summary(job.out)["bad_blocks"]]
     model = MapModel(args.model)
     bad = []
     for job in jobs:
@@ -818,6 +836,11 @@ def run(args, log=print, after_block=None) -> list[str]:
             f"optical OOD {summary['optical_ood_share']}, SAR OOD {summary['sar_ood_share']}")
         bad += summary["bad_blocks"]
     return bad
+
+
+def _summary(out: str) -> dict:
+    with open(os.path.join(out, SUMMARY), encoding="utf-8") as f:
+        return json.load(f)
 
 
 def main(argv=None) -> int:
