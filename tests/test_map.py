@@ -105,6 +105,26 @@ def test_flags_follow_nodata_and_s1_footprint(scene):
     assert -30 < vv.mean() < 0  # dB, warped from EPSG:4326
 
 
+def test_s1_linear_power_is_converted_to_db(scene, tmp_path):
+    out, _ = scene
+    linear = tmp_path / "linear"
+    linear.mkdir()
+    for band in S1_BANDS:  # the same image in linear power
+        with rasterio.open(out / "s1" / f"{band}.tif") as src:
+            profile, db = src.profile, src.read(1)
+        with rasterio.open(linear / f"S1A_IW_GRDH_{band}.tif", "w", **profile) as dst:
+            dst.write((10 ** (db / 10)).astype(np.float32), 1)
+    block = [(r, c) for r in range(3) for c in range(1, 3)]
+    reads = []
+    for folder, is_linear in ((out / "s1", False), (linear, True)):
+        with M.open_scene(M.Job(str(out / "s2"), str(folder), "unused", s1_linear=is_linear)) as s:
+            reads.append(s.read_block(block))
+    assert reads[1]["sar_available"].all()
+    for band in S1_BANDS:  # bilinear in power, not in dB: close, not equal
+        diff = np.abs(reads[1][band] - reads[0][band])
+        assert np.median(diff) < 1.0 and reads[1][band].mean() > reads[0][band].mean()  # power averages brighter
+
+
 def test_window_grid_stride_and_bounds():
     crs = rasterio.crs.CRS.from_epsg(32632)
     t = Affine(10, 0, 497000, 0, -10, 5300040)
