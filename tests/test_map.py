@@ -20,7 +20,8 @@ import pytest
 import rasterio
 from affine import Affine
 
-from tf_fusion import map as M
+from tf_fusion import map as CLI
+from tf_fusion import scene_map as M
 from tfrecords_builder.nomenclature import BAND_SIZE, S1_BANDS, S2_BANDS
 from tfrecords_builder.synth.scene_writer import write_scene
 
@@ -39,7 +40,7 @@ def run_map(*args) -> tuple[int, str]:
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
-            code = M.main([str(a) for a in args])
+            code = CLI.main([str(a) for a in args])
         except SystemExit as e:
             code = e.code
     return code, err.getvalue()
@@ -265,7 +266,7 @@ def test_kill_and_rerun_gives_the_same_bytes(smoke_export, scenes, tmp_path):
     args = ["--model", str(smoke_export), "--s2", str(warped / "s2"), "--s1", str(warped / "s1"),
             "--block", "2", "--quiet"]
     whole = tmp_path / "whole"
-    assert M.main([*args, "--out", str(whole)]) == 0
+    assert CLI.main([*args, "--out", str(whole)]) == 0
     killed = tmp_path / "killed"
     rng = np.random.default_rng(0)
 
@@ -280,9 +281,9 @@ def test_kill_and_rerun_gives_the_same_bytes(smoke_export, scenes, tmp_path):
                 raise Kill
 
         with pytest.raises(Kill):
-            M.run(M.parse_args([*args, "--out", str(killed)]), log=lambda *_: None, after_block=kill)
+            CLI.run(CLI.parse_args([*args, "--out", str(killed)]), log=lambda *_: None, after_block=kill)
     assert not (killed / M.MAP).exists()
-    M.run(M.parse_args([*args, "--out", str(killed)]), log=lambda *_: None, after_block=done.append)
+    CLI.run(CLI.parse_args([*args, "--out", str(killed)]), log=lambda *_: None, after_block=done.append)
     assert sorted(done) == list(range(9))  # every block computed once, none twice
     for name in (M.MAP, M.LABELS, M.QUICKLOOK, M.SUMMARY):
         assert (killed / name).read_bytes() == (whole / name).read_bytes(), name

@@ -10,7 +10,7 @@ PUBLIC = {
     "CLASS_NAMES", "S2_BANDS", "S1_BANDS", "BANDS", "MODALITY_BANDS", "BAND_SIZE", "BAND_DTYPE", "Partition",
     "DEFAULT_PARTITION", "SCHEMA_VERSION", "Manifest", "ManifestError", "load_manifest", "check_manifest",
     "iter_records", "BadPair", "read_patch", "band_paths", "GDAL_ENV", "Pair", "find_pairs", "MetadataError",
-    "GENERATOR_VERSION", "ensure_synthetic_build", "BuildError", "OutputLock", "LockHeld", "__version__",
+    "GENERATOR_VERSION", "ensure_synthetic_build", "BuildError", "write_scene", "OutputLock", "LockHeld", "__version__",
 }
 
 

@@ -425,12 +425,12 @@ def bench_map(args) -> int:
     """The map command's windows/s / the SavedModel's windows/s on the same windows in memory."""
     import keras
 
-    from . import map as mapping
+    from . import scene_map as mapping
     from .adaptive import build_adaptive_model
     from .export import export_model
     from .model import FusionModel
     from .ood import build_ood_head
-    from tfrecords_builder.synth.scene_writer import write_scene
+    from tfrecords_builder import write_scene
 
     band_stats = _band_stats()
     work = args.dir or tempfile.mkdtemp(prefix="tf-fusion-bench-map-")

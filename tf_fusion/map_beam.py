@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from . import map as mapping
+from . import scene_map as mapping
 
 
 def _require_beam():

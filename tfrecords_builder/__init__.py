@@ -2,7 +2,7 @@
 
 `__all__` is the package's public API, the only names `tf_fusion` imports: the nomenclature, the
 manifest contract, the NumPy record reader, GeoTIFF reading and archive pairing for prediction,
-the cached synthetic build (and its BuildError), and the folder lock (one command at a time per folder).
+the cached synthetic build (and its BuildError), the synthetic scene for maps, and the folder lock (one command at a time per folder).
 """
 from .archive import MetadataError
 from .build import BuildError
@@ -14,7 +14,7 @@ from .nomenclature import (BAND_DTYPE, BAND_SIZE, BANDS, CLASS_NAMES, DEFAULT_PA
                            S2_BANDS, Partition)
 from .pairs import Pair, find_pairs
 from .records import iter_records
-from .synth import GENERATOR_VERSION, ensure_synthetic_build
+from .synth import GENERATOR_VERSION, ensure_synthetic_build, write_scene
 
 __version__ = "0.1.0"
 __all__ = [
@@ -24,7 +24,7 @@ __all__ = [
     "iter_records",
     "BadPair", "read_patch", "band_paths", "GDAL_ENV",
     "Pair", "find_pairs", "MetadataError",
-    "GENERATOR_VERSION", "ensure_synthetic_build", "BuildError",
+    "GENERATOR_VERSION", "ensure_synthetic_build", "BuildError", "write_scene",
     "OutputLock", "LockHeld",
     "__version__",
 ]

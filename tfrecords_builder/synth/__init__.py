@@ -11,6 +11,8 @@ synthetic build (`cache`).
 synth.json and the cache folder's name carry it, so no cache of an older generator is reused.
 """
 from .cache import ensure_synthetic_build
+from .scene_writer import write_scene
 from .writer import GENERATOR_VERSION, ArchiveInfo, read_archive_info, write_archive
 
-__all__ = ["ensure_synthetic_build", "write_archive", "read_archive_info", "ArchiveInfo", "GENERATOR_VERSION"]
+__all__ = ["ensure_synthetic_build", "write_archive", "read_archive_info", "ArchiveInfo", "GENERATOR_VERSION",
+           "write_scene"]
