@@ -1,0 +1,53 @@
+"""The comparison's methods as a registry (`tf_fusion.methods`): everything derives from it, it
+imports no TensorFlow, the old `model.kind: late_fusion` still loads as the same training, and
+one registry entry is enough for a new baseline to be trained, evaluated and reported by a study."""
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from tf_fusion import config as cfg
+from tf_fusion import methods, protocol
+from tf_fusion.passes import PASSES
+
+
+def test_the_columns_derive_from_the_registry_and_the_passes():
+    names = [m.name for m in methods.METHODS]
+    assert names == ["early_fusion", "late_fusion", "embracenet", "isd", "ensemble", "optical_only", "sar_only",
+                     "non_adaptive", "adaptive"]
+    assert protocol.METHODS is methods.METHODS and protocol.BASELINES is methods.BASELINES
+    assert {p.method for p in PASSES} <= set(names) and set(methods.GATED_METHODS) == {"adaptive", *(p.method for p in PASSES)}
+    assert cfg.RULES["model.kind"] == ("gated", "early_fusion", "embracenet", "isd", "ensemble")
+    assert cfg.DEFAULTS["study.baselines".split(".")[0]]["baselines"] == methods.BASELINES
+    assert set(cfg.DEFAULTS["training"]["pass_weights"]) == {p.name for p in PASSES}
+    for name in methods.BASELINES:  # each experiment file trains the baseline it is named for
+        b = methods.BASELINE_BY_NAME[name]
+        assert methods.run_method(cfg.load_experiment(b.experiment)) == name
+        assert methods.run_method(cfg.load_experiment("demo", list(b.study_overrides))) == name
+    assert methods.run_method(cfg.load_experiment("paper")) is None
+
+
+def test_the_registry_imports_no_tensorflow():
+    code = ("import sys; from tf_fusion import methods, config, protocol, report, study; "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; print(len(methods.METHODS))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(len(methods.METHODS))
+
+
+def test_late_fusion_as_model_kind_loads_as_gated_with_one_note(tmp_path):
+    """An old run folder's config.yaml (model.kind: late_fusion) loads as `gated` and is the same
+    training as the renamed experiment (so the run is not refused as a different config)."""
+    from tf_fusion.runs import training_identity
+
+    old = tmp_path / "config.yaml"
+    old.write_text("base: paper\nmodel:\n  kind: late_fusion\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = cfg.load_experiment(str(old))
+    notes = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+    assert config["model"]["kind"] == "gated" and notes == ["model.kind: late_fusion is deprecated; read as gated"]
+    config["name"] = "paper"
+    assert training_identity(config) == training_identity(cfg.load_experiment("paper"))
+    with pytest.raises(cfg.ConfigError, match="^study.baselines must be a list of early_fusion, late_fusion"):
+        cfg.load_experiment("demo", ["study.baselines=[attention]"])
