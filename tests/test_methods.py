@@ -51,3 +51,60 @@ def test_late_fusion_as_model_kind_loads_as_gated_with_one_note(tmp_path):
     assert training_identity(config) == training_identity(cfg.load_experiment("paper"))
     with pytest.raises(cfg.ConfigError, match="^study.baselines must be a list of early_fusion, late_fusion"):
         cfg.load_experiment("demo", ["study.baselines=[attention]"])
+
+
+@pytest.mark.slow
+def test_one_registry_entry_is_enough_for_a_new_baseline(smoke_cache, tmp_path):
+    """A toy baseline (the pooled bands of both modalities through one Dense), defined here
+    alone — a model class and a registry entry — is trained, evaluated beside the gated network
+    and reported by a study: nothing else in the tree names it."""
+    import json
+
+    import keras
+    from keras import layers
+
+    from smoke import smoke_overrides
+    from tf_fusion import study
+    from tf_fusion.baselines import SinglePassModel
+    from tf_fusion.model import Gate, model_inputs, probabilities
+
+    @keras.saving.register_keras_serializable(package="test_methods")
+    class ToyModel(SinglePassModel):
+        _config_args = ("num_classes", "image_size", "s2_channels", "s1_channels")
+
+        def __init__(self, num_classes=12, image_size=120, s2_channels=12, s1_channels=2, backbone=None,
+                     dropout=0.0, **kwargs):
+            inputs = model_inputs(image_size, s2_channels, s1_channels)
+            pooled = [Gate()([layers.GlobalAveragePooling2D()(inputs[k]), inputs[lam]])
+                      for k, lam in (("s2", "lambda_opt"), ("s1", "lambda_sar"))]
+            logits = layers.Dense(num_classes, dtype="float32", name="logits")(layers.Concatenate()(pooled))
+            super().__init__(inputs=inputs, outputs={"probabilities": probabilities(logits)}, **kwargs)
+            self._keep_config(locals())
+            self._init_metrics(num_classes)
+
+    @methods.register
+    class Toy(methods.Baseline):
+        name, label, order = "toy", "Toy Pooled Bands", 60
+        model_kind, factory = "toy", ToyModel
+        study_overrides = ("model.kind=toy",)
+        sees_availability = True
+
+    try:
+        folder = tmp_path / "study"
+        args = ["--experiment", "smoke", "--dir", str(folder), "--seeds", "1", "--stages", "5",
+                "--set", "study.baselines=[toy]", "--set", "training.epochs=1", "--set", "training.steps_per_epoch=2",
+                "--set", "evaluation.additive_noise=[]", "--set", "evaluation.temperature_scaling=false",
+                "--set", "ood.detector=max_logit", *smoke_overrides(smoke_cache)]
+        assert study.main(args) == 0
+        from tf_fusion.runs import Run
+
+        toy = Run(folder / "runs" / "toy-seed0")  # the run trained the toy's own model
+        assert methods.run_method(toy.config) == "toy" and type(toy.load_model()) is ToyModel
+    finally:
+        methods.unregister("toy")
+    assert (folder / "runs" / "toy-seed0" / "summary.json").exists()
+    results = json.loads((folder / "report" / "results.json").read_text())
+    assert "toy-seed0" in results["runs"] and set(results["methods"]["toy"]) >= {"clear", "missing_optical",
+                                                                                "corrupted_sar"}
+    table = (folder / "report" / "table2.md").read_text()
+    assert any(line.startswith("|") and "Toy Pooled Bands" in line for line in table.splitlines())
