@@ -26,7 +26,7 @@ import importlib
 import warnings
 from typing import ClassVar
 
-from .passes import FUSED, PASSES
+from .passes import FUSED, PASSES, fused_only_weights
 
 GATED = "gated"  # model.kind of the paper's gated two-branch network (formerly "late_fusion")
 DEPRECATED_KINDS = {"late_fusion": GATED}
@@ -142,9 +142,9 @@ def normalize_kind(config: dict) -> dict:
     return config
 
 
-def _pass_settings(config: dict) -> str:
+def _fused_pass_only() -> str:
     """The study's override that trains the gated network on the fused pass only."""
-    return "training.pass_weights={" + ", ".join(f"{p.name}: {1.0 if p is FUSED else 0.0}" for p in PASSES) + "}"
+    return "training.pass_weights={" + ", ".join(f"{k}: {w}" for k, w in fused_only_weights().items()) + "}"
 
 
 # ------------------------------------------------------------------------------ the columns
@@ -164,7 +164,7 @@ class LateFusion(Baseline):
 
     name, label, order = "late_fusion", "Late Fusion", 20
     model_kind = GATED
-    study_overrides = (_pass_settings({}), "model.fusion_stage=5")
+    study_overrides = (_fused_pass_only(), "model.fusion_stage=5")
     experiment = "paper_baseline"
 
     @classmethod
