@@ -142,3 +142,21 @@ def test_ensemble_networks_are_trained_on_their_own_loss():
     weights = model.network_opt.trainable_weights
     for a, b in zip(tape.gradient(total, weights), tape.gradient(own, weights)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["SensorDropoutModel", "EnsembleModel"])
+def test_the_new_baselines_train_and_round_trip(name, tmp_path):
+    from tf_fusion import baselines
+
+    keras.utils.set_random_seed(7)
+    model = getattr(baselines, name)(backbone="tiny", num_classes=CLASSES, image_size=SIZE)
+    x, y = _batch(8), (np.random.default_rng(2).random((8, CLASSES)) < 0.4).astype("float32")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(x, y, batch_size=4, epochs=1, validation_data=(x, y), verbose=0)
+    assert {"loss", "val_loss", "val_f1_samples"} <= set(history.history)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert type(loaded) is type(model) and loaded.get_config() == model.get_config()
+    x = gate_inputs(x, 0.0, 1.0)
+    np.testing.assert_allclose(np.asarray(loaded(x)["probabilities"]), np.asarray(model(x)["probabilities"]), atol=1e-6)
