@@ -39,6 +39,11 @@ setup(
         # gRPC client and TF Serving warm-up requests (tf_fusion.serving / export); optional because
         # tensorflow-serving-api requires full `tensorflow`, which would sit beside tensorflow-cpu
         "serving": ["tensorflow-serving-api>=2.20,<2.22", "grpcio>=1.60"],
+        # `python -m tf_fusion.map --runner ...`: the map as an Apache Beam pipeline (RunInference);
+        # pip resolves apache-beam 2.78 beside tensorflow-cpu 2.21 with protobuf 6 (Beam caps it below 7).
+        # Beam's TensorFlow handler imports tensorflow-hub, whose tf-keras requires the full `tensorflow`
+        # wheel: on CPU add `pip install --no-deps tensorflow-hub tf-keras` (docs/map.md)
+        "scale": ["apache-beam>=2.70,<3"],
     },
     entry_points={
         "console_scripts": [

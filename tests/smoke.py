@@ -80,10 +80,12 @@ def smoke_run(tmp_path_factory, smoke_cache, smoke_data):
 def smoke_report(smoke_run):
     """RUN/report of the smoke run, evaluated with the run itself as the late-fusion baseline
     (so that column must equal the non-adaptive one wherever both modalities are there), with
-    temperature scaling (smoke.yaml) and every OOD detector (fitted into RUN/detectors)."""
+    temperature scaling (smoke.yaml), every OOD detector (fitted into RUN/detectors) and one
+    combination of two (binary_head+knn)."""
     from tf_fusion import evaluate
 
-    assert evaluate.main(["--run", str(smoke_run), "--baseline", f"late_fusion={smoke_run}", "--detectors", "all"]) == 0
+    assert evaluate.main(["--run", str(smoke_run), "--baseline", f"late_fusion={smoke_run}",
+                          "--detectors", "all,binary_head+knn"]) == 0
     return smoke_run / "report"
 
 

@@ -49,12 +49,17 @@ def _set(run, section="ood", **values):
 
 # ------------------------------------------------------------------------------------ config
 def test_config_names_are_the_detector_librarys_and_are_checked():
-    assert set(cfg.RULES["ood.detector"]) == set(detectors.DETECTORS)
     assert cfg.RULES["ood.calibration"] == detectors.CALIBRATIONS
     config = cfg.load_experiment("smoke")
-    assert config["ood"]["detector"] == "binary_head" and cfg.DEFAULTS["evaluation"]["temperature_scaling"] is False
-    assert detector_runs.settings(config) == {"calibration": "logistic", "knn_k": 10, "knn_reference": 2000, "seed": 0}
-    for override, message in (("ood.detector=energy", "ood.detector must be 'binary_head' or .* got 'energy'"),
+    assert cfg.DEFAULTS["evaluation"]["temperature_scaling"] is False
+    assert detector_runs.settings(config) == {"calibration": "logistic", "calibrate_on": "ood_val+corruptions",
+                                              "knn_k": 10, "knn_reference": 2000, "seed": 0}
+    for name in detectors.DETECTORS:  # every registered name is a gate
+        assert cfg.load_experiment("smoke", [f"ood.detector={name}"])["ood"]["detector"] == name
+    for override, message in (("ood.detector=energy", "ood.detector must name detectors among binary_head, .* got 'energy'"),
+                              ("ood.detector=[knn, energy]", r"ood.detector must name detectors .* got \['knn', 'energy'\]"),
+                              ("ood.detector={optical: knn}", r"ood.detector per modality must have exactly the keys"),
+                              ("ood.calibrate_on=test", "ood.calibrate_on must be 'ood_val' or 'corruptions' or "),
                               ("ood.calibration=platt", "ood.calibration must be 'logistic' or 'isotonic', got 'platt'"),
                               ("ood.knn_k=0", r"ood.knn_k must be an integer >= 1, got 0"),
                               ("ood.knn_reference=5", r"ood.knn_reference must be >= ood.knn_k \(10\), got 5")):
@@ -65,6 +70,8 @@ def test_config_names_are_the_detector_librarys_and_are_checked():
     assert ood_settings(other) == ood_settings(config) and "detector" not in ood_settings(config)
     assert detector_runs.requested("all") == ["binary_head", *detectors.POST_HOC]
     assert detector_runs.requested("knn, confidence,knn") == ["knn", "confidence"]
+    assert detector_runs.requested("all,binary_head+knn") == ["binary_head", *detectors.POST_HOC, "binary_head+knn"]
+    assert detector_runs.members(["binary_head+knn", "knn", "vim"]) == ["binary_head", "knn", "vim"]
     with pytest.raises(cfg.ConfigError, match=r"--detectors 'knn,energy'.*unknown \['energy'\]"):
         detector_runs.requested("knn,energy")
 
@@ -93,6 +100,43 @@ def _fitted(name, d, rng, method="logistic", classifier=None):
     calibrator = detectors.fit_calibrator(s_in, s_out, method)
     assert calibrator.coef > 0  # it separates: p is not the constant 0.5
     return stats, calibrator
+
+
+def test_a_combined_gate_is_the_smallest_of_its_members_p(monkeypatch):
+    """A gate of several detectors (`ood.detector: [binary_head, mahalanobis_class]` for optical,
+    knn alone for SAR): p_optical is the minimum of the members' p, each member's p computed here
+    by its own layer on the branch output; each member's p is an output with_features; one
+    branch evaluation per call."""
+    keras.utils.set_random_seed(0)
+    fusion = FusionModel(backbone="tiny", num_classes=CLASSES, image_size=SIZE, fusion_stage=5)
+    rng = np.random.default_rng(11)
+    x = {"s2": rng.normal(size=(B, SIZE, SIZE, 12)).astype("float32"),
+         "s1": rng.normal(size=(B, SIZE, SIZE, 2)).astype("float32")}
+    z = {"optical": fusion.encoder_opt(x["s2"], training=False), "sar": fusion.encoder_sar(x["s1"], training=False)}
+    ones = np.ones((B, 1), "float32")
+    one, zero = tf.constant(ones), tf.zeros((B, 1))
+    logits = {m: fusion.fusion_head([z["optical"], z["sar"], *g], training=False)
+              for m, g in (("optical", (one, zero)), ("sar", (zero, one)))}
+    maha = detectors.DetectorProbability.from_fitted("mahalanobis_class", *_fitted("mahalanobis_class", 64, rng),
+                                                     name="p_optical_maha")
+    knn = detectors.DetectorProbability.from_fitted("knn", *_fitted("knn", 64, rng), name="p_sar_knn")
+    # a binary head (any layer on the branch output) whose p straddles mahalanobis_class's
+    head = keras.Sequential([keras.Input((64,)), keras.layers.Dense(1, activation="sigmoid")], name="ood_opt")
+    p_ref = np.asarray(maha([z["optical"], logits["optical"]]))
+    w = rng.normal(0, 30, (64, 1))
+    bias = np.log(p_ref / (1 - p_ref)).mean() - np.median(np.asarray(z["optical"]) @ w)
+    head.layers[0].set_weights([w, np.array([bias])])
+    adaptive = build_adaptive_model(fusion, (head, maha), (knn,), with_availability=True, with_features=True)
+    calls = count_branch_calls(monkeypatch, fusion)
+    out = {k: np.asarray(v) for k, v in adaptive({**x, "optical_available": ones, "sar_available": ones}).items()}
+    assert calls == {"opt": 1, "sar": 1, "head": len(PASSES)}
+    p_head = np.asarray(head(z["optical"]))[:, 0]
+    p_maha = np.asarray(maha([z["optical"], logits["optical"]]))[:, 0]
+    assert (p_head < p_maha).any() and (p_maha < p_head).any()  # the minimum takes from both
+    np.testing.assert_allclose(out["p_optical"][:, 0], np.minimum(p_head, p_maha), atol=1e-6)
+    np.testing.assert_allclose(out["p_sar"][:, 0], np.asarray(knn([z["sar"], logits["sar"]]))[:, 0], atol=1e-6)
+    np.testing.assert_allclose(out["p_optical_binary_head"][:, 0], p_head, atol=1e-6)
+    np.testing.assert_allclose(out["p_optical_mahalanobis_class"][:, 0], p_maha, atol=1e-6)
 
 
 @pytest.mark.parametrize("name, stage", [(n, k) for n in ("mahalanobis_class", "knn", "joint_energy") for k in (3, 5)]
@@ -251,9 +295,10 @@ def _fpr95(clear, shifted):
 
 
 def test_detectors_all_writes_the_documented_files_with_sklearns_figures(smoke_run, smoke_report, smoke_data):
-    """The smoke evaluation ran with `--detectors all` (tests/smoke.py)."""
+    """The smoke evaluation ran with `--detectors all,binary_head+knn` (tests/smoke.py): the
+    combination's p is the smaller of its members' p, patch by patch."""
     report = smoke_report
-    names = ["binary_head", *detectors.POST_HOC]
+    names = ["binary_head", *detectors.POST_HOC, "binary_head+knn"]
     ran = [s for s in scenarios(Run(smoke_run).config) if smoke_data.subset_size(s.subset)]
     comparison = json.loads((report / "detectors.json").read_text())
     labelled = [s.name for s in ran if s.has_labels]
@@ -268,6 +313,8 @@ def test_detectors_all_writes_the_documented_files_with_sklearns_figures(smoke_r
             for m in MODALITIES:
                 p, raw = npz[f"{s.name}/{n}/{m}"], npz[f"raw/{s.name}/{n}/{m}"]
                 assert p.shape == raw.shape == (n_samples,) and ((p >= 0) & (p <= 1)).all()
+                if "+" in n:
+                    np.testing.assert_array_equal(p, np.minimum(*(npz[f"{s.name}/{k}/{m}"] for k in n.split("+"))))
                 order = np.argsort(raw, kind="stable")
                 assert (np.diff(p[order]) >= -1e-12).all(), (s.name, n, m)  # calibrated p is monotone in the score
                 if s.name == "clear":
@@ -323,15 +370,20 @@ def test_temperature_scaling_adds_scaled_ece(smoke_run, smoke_report):
         "ood_classes", {})
 
 
-def _logits(run, subset, gates):
+def _logits(run, subset, gates, corrupt=False):
     """(logits [N, C] of the fusion head at ``gates``, labels) of a subset, straight from the
-    run's best.keras: the branches and the head called here, not through the detector code."""
+    run's best.keras: the branches and the head called here, not through the detector code;
+    ``corrupt``: each batch first corrupted as calibration corrupts `val` (`shifts.corrupt`,
+    batch by batch in the evaluation's batch size, seeded by ood.seed)."""
     from tf_fusion import data as tfdata
+    from tf_fusion.shifts import corrupt as corrupted
 
     fusion, d = run.load_model(), run.config["data"]
     out, labels = [], []
-    for x, y in tfdata.make_dataset(run.manifest(), subset, batch_size=64, deterministic=True,
-                                    image_size=d["image_size"], resize_method=d["resize_method"]):
+    for i, (x, y) in enumerate(tfdata.make_dataset(run.manifest(), subset, deterministic=True,
+                                                   batch_size=run.config["evaluation"]["batch_size"],
+                                                   image_size=d["image_size"], resize_method=d["resize_method"])):
+        x = corrupted(x, i, run.config["ood"]["seed"]) if corrupt else x
         n = len(y)
         z = [fusion.encoder_opt(x["s2"], training=False), fusion.encoder_sar(x["s1"], training=False)]
         lam = [tf.fill((n, 1), np.float32(g)) for g in gates]
@@ -365,22 +417,31 @@ def test_the_temperature_is_fitted_on_val(smoke_run, smoke_report, smoke_data):
     assert t == pytest.approx(expected, abs=1e-3)
 
 
-def test_the_calibrators_are_fitted_on_val_against_ood_val(smoke_run, smoke_report):
+def test_the_calibrators_are_fitted_on_val_against_ood_val_and_corruptions(smoke_run, smoke_report):
     """max_logit has nothing to fit before calibration: its raw score (the largest logit of the
-    modality's single-modality pass) on `val` and `ood_val`, computed here from the saved model,
-    fitted with scikit-learn's balanced logistic regression on the standardised score, gives the
-    saved calibrator's p (and one fitted on `test` instead would not)."""
+    modality's single-modality pass) on `val`, on `ood_val` and on `val`'s generic corruptions
+    (the default `ood.calibrate_on`), computed here from the saved model, fitted with
+    scikit-learn's logistic regression (val: weight 1 each; ood_val and the corruptions: half of
+    val's weight each) on the score standardised by val's, gives the saved calibrator's p (and one
+    fitted on `test` instead of `val` would not)."""
     from sklearn.linear_model import LogisticRegression
 
     run = Run(smoke_run)
+    assert run.config["ood"]["calibrate_on"] == "ood_val+corruptions"
+    leak = {}
     for modality, gates in (("optical", (1.0, 0.0)), ("sar", (0.0, 1.0))):
         raw = {s: _logits(run, s, gates)[0].max(axis=1) for s in ("val", "ood_val", "test")}
+        raw["corrupted"] = _logits(run, "val", gates, corrupt=True)[0].max(axis=1)
+        assert np.abs(raw["corrupted"] - raw["val"]).min() > 0  # every val patch was corrupted
 
         def sklearn_p(inside, grid):
-            s = np.concatenate([raw[inside], raw["ood_val"]])
-            y = np.r_[np.ones(len(raw[inside])), np.zeros(len(raw["ood_val"]))]
-            mean, std = s.mean(), s.std()
-            lr = LogisticRegression(class_weight="balanced").fit(((s - mean) / std)[:, None], y)
+            s = np.concatenate([raw[inside], raw["ood_val"], raw["corrupted"]])
+            y = np.r_[np.ones(len(raw[inside])), np.zeros(len(raw["ood_val"]) + len(raw["corrupted"]))]
+            n = len(raw[inside])
+            w = np.r_[np.ones(n), np.full(len(raw["ood_val"]), n / 2 / len(raw["ood_val"])),
+                      np.full(len(raw["corrupted"]), n / 2 / len(raw["corrupted"]))]
+            mean, std = raw[inside].mean(), raw[inside].std()
+            lr = LogisticRegression().fit(((s - mean) / std)[:, None], y, sample_weight=w)
             if lr.coef_[0, 0] < 0:  # ranks OOD above in-distribution: the documented constant 0.5
                 return np.full(len(grid), 0.5)
             return lr.predict_proba(((grid - mean) / std)[:, None])[:, 1]
@@ -388,8 +449,9 @@ def test_the_calibrators_are_fitted_on_val_against_ood_val(smoke_run, smoke_repo
         _, calibrator = detectors.load(run.path, "max_logit", modality, detector_runs.settings(run.config))
         grid = np.concatenate([raw["val"], raw["ood_val"], raw["test"]])
         expected = sklearn_p("val", grid)
-        assert np.abs(sklearn_p("test", grid) - expected).max() > 0.01, modality  # a leak would show
+        leak[modality] = np.abs(sklearn_p("test", grid) - expected).max()
         np.testing.assert_allclose(calibrator(grid), expected, atol=1e-4, err_msg=modality)
+    assert max(leak.values()) > 0.01, leak  # a calibrator fitted on test would show (where p is not constant)
 
 
 def test_fit_temperature_is_the_minimum_of_the_bce():
@@ -431,7 +493,8 @@ def test_the_detector_passes_run_each_branch_once_per_batch(fitted_copy, smoke_d
         for name in ("knn_optical", "knn_sar", "max_logit_optical"):
             os.remove(os.path.join(run.path, "detectors", f"{name}.npz"))  # refit: a train pass and calibration
         detector_runs.fit_run(run, ["knn", "max_logit", "mahalanobis"], log=lambda *_: None)
-        assert calls == dict.fromkeys(calls, batches(["train", "val", "ood_val"]))
+        # calibration: val, ood_val and val's corruptions (the default ood.calibrate_on)
+        assert calls == dict.fromkeys(calls, batches(["train", "val", "ood_val", "val"]))
         calls.update(opt=0, sar=0)
         evaluate.predict_scenarios(run, log=lambda *_: None, detectors=["binary_head", *detectors.POST_HOC])
     finally:
@@ -439,6 +502,7 @@ def test_the_detector_passes_run_each_branch_once_per_batch(fitted_copy, smoke_d
     ran = [s.subset for s in scenarios(run.config) if smoke_data.subset_size(s.subset)]
     if run.config["evaluation"]["temperature_scaling"]:
         ran.append("val")  # the temperature is fitted on val's logits, in the same pass
+    ran += ["val", "ood_val", "val"]  # the gate's check: val, ood_val, val with both inputs replaced
     assert calls == dict.fromkeys(calls, batches(ran))
 
 
@@ -497,3 +561,32 @@ def test_changed_settings_refit_only_the_detectors_that_depend_on_them(fitted_co
     assert fitted["mahalanobis"]["optical"][1].method == "isotonic"
     with pytest.raises(RunError, match="was fitted with"):  # what is saved is what the settings say
         detectors.load(run, "confidence", "optical", detector_runs.settings(Run(run).config))
+
+
+def test_the_default_gate_and_the_papers_heads_beside_it(smoke_run, smoke_report, tmp_path):
+    """The default gate (`binary_head+mahalanobis_class`) on a copy of the smoke run: evaluation's
+    p is, patch by patch, the smaller of the heads' and the Mahalanobis distance's p (both from
+    the smoke comparison's detector_scores.npz, same fits); beside it Eq. 3 with the heads alone
+    (recomputed in NumPy from the passes), and the findings checked for both, the default first."""
+    default = cfg.DEFAULTS["ood"]["detector"]
+    assert default == "binary_head+mahalanobis_class"
+    run = _copy(smoke_run, tmp_path, detector=default)
+    shutil.rmtree(run / "report")
+    assert evaluate.main(["--run", str(run)]) == 0
+    results = json.loads((run / "report" / "results.json").read_text())
+    assert results["detector"] == default and "adaptive_paper_heads" in results["methods"]
+    with np.load(smoke_report / "detector_scores.npz") as f:
+        scores = {k: f[k] for k in f.files}
+    with np.load(run / "report" / "predictions.npz") as f:
+        pred = {k: f[k] for k in f.files}
+    for s in ("clear", "very_cloudy", "corrupted_optical", "ood_classes"):
+        p = {m: np.minimum(scores[f"{s}/binary_head/{m}"], scores[f"{s}/mahalanobis_class/{m}"]) for m in MODALITIES}
+        np.testing.assert_allclose(pred[f"{s}/p_o"], p["optical"], atol=1e-5)
+        np.testing.assert_allclose(pred[f"{s}/p_s"], p["sar"], atol=1e-5)
+        po, ps = (scores[f"{s}/binary_head/{m}"][:, None] for m in MODALITIES)
+        f, o, r = (pred[f"{s}/{k}"] for k in ("non_adaptive", "optical_only", "sar_only"))
+        eq3 = po * ps * f + po * (1 - ps) * o + (1 - po) * ps * r + (1 - po) * (1 - ps) * 0.5
+        np.testing.assert_allclose(pred[f"{s}/adaptive_paper_heads"], eq3, atol=1e-5)
+    table = (run / "report" / "table.md").read_text()
+    first, second = (table.index(t) for t in (f"adaptive with the gate {default}:", "adaptive with the paper's heads alone:"))
+    assert first < second and "Adaptive (paper's heads)" in table

@@ -283,8 +283,9 @@ def test_the_registry_imports_no_tensorflow():
     import sys
 
     code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
-            "from tf_fusion import config, detector_registry as r; "
-            "assert config.RULES['ood.detector'] == tuple(r.DETECTORS); print(len(r.DETECTORS))")
+            "from tf_fusion import config, detector_registry as r, gate; "
+            "c = config.load_experiment('smoke', ['ood.detector=[binary_head, vim]']); "
+            "assert gate.parse(c['ood']['detector'])['sar'] == ('binary_head', 'vim'); print(len(r.DETECTORS))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert proc.returncode == 0 and proc.stdout.strip() == str(len(det.DETECTORS)), proc.stderr[-2000:]
@@ -323,6 +324,37 @@ def test_logistic_calibrator_is_sklearns_balanced_logistic_regression():
                                lr.predict_proba(scaler.transform(grid))[:, 1], rtol=1e-10, atol=1e-12)
     with pytest.warns(UserWarning, match="ranks OOD above in-distribution"):
         assert (det.fit_calibrator(-s_in, -s_out)(grid[:, 0]) == 0.5).all()
+
+
+@pytest.mark.parametrize("method", det.CALIBRATIONS)
+def test_calibration_against_groups_weighs_each_group_equally(method):
+    """With `out_groups` (ood_val and the corruptions of val) each group carries half the OOD
+    side whatever its size: repeating one group's scores ten times changes nothing. The logistic
+    calibrator is scikit-learn's on those weights (each in-distribution score 1, each of the G
+    groups n_in / G in all), the
+    score standardised by the in-distribution scores; corruptions far out (1e4) do not flatten
+    the slope between in and ood_val."""
+    rng = np.random.default_rng(8)
+    s_in, s_ood = _scores(rng)
+    s_far = rng.normal(-1e4, 10, 60)  # the corruptions: far beyond everything
+    groups = np.r_[np.zeros(len(s_ood)), np.ones(len(s_far))]
+    grid = np.linspace(-6, 6, 61)
+    p = det.fit_calibrator(s_in, np.r_[s_ood, s_far], method, out_groups=groups)(grid)
+    more = det.fit_calibrator(s_in, np.r_[s_ood, np.tile(s_far, 10)], method,
+                              out_groups=np.r_[np.zeros(len(s_ood)), np.ones(10 * len(s_far))])(grid)
+    np.testing.assert_allclose(p, more, atol=1e-6)
+    if method == "logistic":
+        s = np.r_[s_in, s_ood, s_far]
+        y = np.r_[np.ones(len(s_in)), np.zeros(len(s_ood) + len(s_far))]
+        w = np.r_[np.ones(len(s_in)), np.full(len(s_ood), len(s_in) / (2 * len(s_ood))),
+                  np.full(len(s_far), len(s_in) / (2 * len(s_far)))]
+        mean, std = s_in.mean(), s_in.std()
+        lr = LogisticRegression().fit(((s - mean) / std)[:, None], y, sample_weight=w)
+        np.testing.assert_allclose(p, lr.predict_proba(((grid - mean) / std)[:, None])[:, 1], rtol=1e-6, atol=1e-9)
+        plain = det.fit_calibrator(s_in, np.r_[s_ood, s_far])(grid)  # one scale for all: the far group sets it
+        assert np.ptp(p) > 0.5 > np.ptp(plain)
+    with pytest.raises(ValueError, match="out_groups needs one label per OOD score; got 3 for 180"):
+        det.fit_calibrator(s_in, np.r_[s_ood, s_far], method, out_groups=[0, 1, 1])
 
 
 def _sklearn_isotonic(s_in, s_out):

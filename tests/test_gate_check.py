@@ -34,11 +34,11 @@ def test_the_verdicts_name_the_detector_the_figure_and_what_to_try():
     lines = gate_check.judge("binary_head", figures)
     assert lines == [
         "warning: the optical gate (binary_head) on val vs its input replaced by N(0, 1) does not separate them: "
-        "AUROC 0.42 < 0.7; try --set ood.detector=mahalanobis_class",
+        "AUROC 0.42 < 0.7; try --set ood.detector=binary_head+mahalanobis_class",
         "warning: the sar gate (binary_head) on val vs unknown classes (ood_val) separates them (AUROC 0.99) without "
-        "closing the gate: median p 0.98 > 0.5, so Eq. 3 barely moves; try --set ood.detector=mahalanobis_class"]
-    assert gate_check.judge("mahalanobis_class", {"optical": {"replaced": {"auroc": float("nan"), "median_p": 1.0}}}
-                            )[0].endswith("AUROC nan < 0.7; try --set ood.detector=knn")
+        "closing the gate: median p 0.98 > 0.5, so Eq. 3 barely moves; try --set ood.detector=binary_head+mahalanobis_class"]
+    assert gate_check.judge("binary_head+mahalanobis_class", {"optical": {"replaced": {"auroc": float("nan"), "median_p": 1.0}}}
+                            )[0].endswith("AUROC nan < 0.7; try --set ood.detector=binary_head+mahalanobis_normalized")
     assert gate_check.judge("knn", {"optical": {"replaced": good}, "sar": {"unknown_classes": good}}) == []
 
 

@@ -15,7 +15,7 @@ from tf_fusion.passes import PASSES
 def test_the_columns_derive_from_the_registry_and_the_passes():
     names = [m.name for m in methods.METHODS]
     assert names == ["early_fusion", "late_fusion", "embracenet", "isd", "ensemble", "optical_only", "sar_only",
-                     "non_adaptive", "adaptive"]
+                     "non_adaptive", "adaptive", "adaptive_paper_heads"]
     assert protocol.METHODS is methods.METHODS and protocol.BASELINES is methods.BASELINES
     assert {p.method for p in PASSES} <= set(names) and set(methods.GATED_METHODS) == {"adaptive", *(p.method for p in PASSES)}
     assert cfg.RULES["model.kind"] == ("gated", "early_fusion", "embracenet", "isd", "ensemble")

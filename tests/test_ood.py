@@ -25,7 +25,7 @@ def test_cli_trains_and_saves_both_heads(smoke_run, smoke_data):
     for name in ("ood_opt.keras", "ood_sar.keras", "ood.json"):
         assert (run / name).exists(), name
     state = json.loads((run / "ood.json").read_text())
-    post_hoc = ("detector", "calibration", "knn_k", "knn_reference")  # not settings of the heads
+    post_hoc = ("detector", "calibration", "calibrate_on", "knn_k", "knn_reference")  # not settings of the heads
     assert state["config"] == {k: v for k, v in Run(run).config["ood"].items() if k not in post_hoc}
     assert state["val_auroc_optical"] > 0.5  # urban/industrial vs vegetation is easy
 

@@ -27,7 +27,7 @@ from keras import layers, ops
 
 from .detector_registry import BINARY_HEAD, FEATURES  # the paper's heads' name; the classifier's input
 from .model import Gate, probabilities  # importing tf_fusion.model also registers its layers for loading
-from .passes import NO_EVIDENCE, PASSES
+from .passes import FUSED, NO_EVIDENCE, PASSES
 from .protocol import MODALITIES, OPTICAL, SAR
 
 
@@ -60,7 +60,7 @@ def expected_prediction(p_o, p_s, predictions):
     """
     p_o, p_s = _column(p_o), _column(p_s)
     ys = {p.name: ops.cast(predictions[p.name], "float32") for p in PASSES}
-    out = ops.multiply(ops.multiply(1.0 - p_o, 1.0 - p_s), ops.full_like(ys[PASSES[0].name], NO_EVIDENCE))
+    out = ops.multiply(ops.multiply(1.0 - p_o, 1.0 - p_s), ops.full_like(ys[FUSED.name], NO_EVIDENCE))
     for p in PASSES:
         weight = ops.multiply(setting_probability(p_o, p.lambda_opt), setting_probability(p_s, p.lambda_sar))
         out = out + _term(weight, ys[p.name])
@@ -105,7 +105,7 @@ class ExpectedPrediction(_Float32Layer):
         return expected_prediction(p_o, p_s, predictions)
 
     def compute_output_shape(self, input_shapes):
-        return input_shapes[2][PASSES[0].name]
+        return input_shapes[2][FUSED.name]
 
 
 class _PerSampleScore(_Float32Layer):
@@ -165,7 +165,13 @@ def _is_post_hoc(detector) -> bool:
 
 
 def _reads_features(detector) -> bool:
-    return FEATURES in getattr(detector, "reads", ())
+    return any(FEATURES in getattr(d, "reads", ()) for d in members(detector))
+
+
+def members(detector) -> tuple:
+    """The detectors of one modality's gate: a layer alone, or a combination (list or tuple),
+    whose p is the smallest of its members' (`tf_fusion.gate`)."""
+    return tuple(detector) if isinstance(detector, (list, tuple)) else (detector,)
 
 
 # ------------------------------------------------------------------------------------ model
@@ -178,7 +184,8 @@ def build_adaptive_model(fusion, detector_opt, detector_sar, with_availability: 
     the branch output) or post-hoc ``tf_fusion.detectors.DetectorProbability`` layers (reading
     ``BranchEmbedding`` of the branch output, the logits of the modality's single-modality
     pass and, for ``vim`` and ``scale``, the classifier's input in that pass, which Eq. 3
-    computes anyway: nothing runs twice).
+    computes anyway: nothing runs twice); or a tuple of such detectors, a combination whose p is
+    the smallest of its members' (`tf_fusion.gate`: the modality is out when any says so).
 
     Inputs ``{"s2": [B,H,W,12], "s1": [B,H,W,2]}``, plus, with ``with_availability``,
     ``"optical_available"`` and ``"sar_available"`` (float32 [B, 1], 1 = present, 0 = missing),
@@ -196,9 +203,10 @@ def build_adaptive_model(fusion, detector_opt, detector_sar, with_availability: 
     graph also outputs what every detector reads, from the same single branch evaluation:
     ``embedding_optical`` / ``embedding_sar`` (``BranchEmbedding``, [B, D]), ``logits_<method>``
     of every pass ([B, C]), ``features_optical`` / ``features_sar`` (the classifier's input in
-    the modality's single-modality pass, ``FusionModel.head_features``, [B, F]), and ``p_<modality>_<detector>``, the chosen detector's p before the
-    availability flags ([B, 1]); ``binary_heads`` (head_opt, head_sar) add the paper's heads'
-    ``p_<modality>_binary_head`` when they are not the chosen detector.
+    the modality's single-modality pass, ``FusionModel.head_features``, [B, F]), and
+    ``p_<modality>_<detector>``, each gate member's p before the availability flags ([B, 1]);
+    ``binary_heads`` (head_opt, head_sar) add the paper's heads' ``p_<modality>_binary_head``
+    where they are not in the gate.
     """
     if not hasattr(fusion, "head_passes"):
         raise TypeError(f"build_adaptive_model needs a gated late-fusion model (FusionModel); "
@@ -233,24 +241,26 @@ def build_adaptive_model(fusion, detector_opt, detector_sar, with_availability: 
             return detector(reads + [features[modality]] if _reads_features(detector) else reads)
         return detector(branch[modality])
 
-    p_in = {m: probability(d, m) for m, d in chosen.items()}
+    p_members = {m: {detector_name(d): probability(d, m) for d in members(gate)} for m, gate in chosen.items()}
+    p_in = {m: next(iter(p.values())) if len(p) == 1 else layers.Minimum(dtype="float32", name=f"gate_{m}")(
+        list(p.values())) for m, p in p_members.items()}
     p_o, p_s = p_in[OPTICAL], p_in[SAR]
     outputs = {p.output: predictions[p.name] for p in PASSES}
     if with_features:
-        for m, d in chosen.items():
+        for m in chosen:
             outputs[f"embedding_{m}"] = embedding(m)
             outputs[f"features_{m}"] = features[m]
-            outputs[f"p_{m}_{detector_name(d)}"] = p_in[m]
+            outputs.update({f"p_{m}_{name}": p for name, p in p_members[m].items()})
         outputs.update({f"logits_{p.method}": logits[p.name] for p in PASSES})
-        if binary_heads is not None and detector_name(detector_opt) != BINARY_HEAD:
-            for m, head in zip(MODALITIES, binary_heads):
+        for m, head in zip(MODALITIES, binary_heads or ()):
+            if BINARY_HEAD not in p_members[m]:
                 outputs[f"p_{m}_{BINARY_HEAD}"] = head(branch[m])
     if with_availability:
         available = {m: keras.Input((1,), name=f"{m}_available") for m in ("optical", "sar")}
         inputs.update({f"{m}_available": x for m, x in available.items()})
         p_o = Gate(dtype="float32", name="available_opt")([p_o, available["optical"]])
         p_s = Gate(dtype="float32", name="available_sar")([p_s, available["sar"]])
-        outputs[PASSES[0].output] = ExpectedPrediction(name="available_gates")(
+        outputs[FUSED.output] = ExpectedPrediction(name="available_gates")(
             [available["optical"], available["sar"], predictions])
     probs = ExpectedPrediction(name="expected_prediction")([p_o, p_s, predictions])
     outputs.update(probabilities=probs, p_optical=p_o, p_sar=p_s, entropy=BernoulliEntropy(name="entropy")(probs),

@@ -30,6 +30,13 @@ serve: samples/s of the exported SavedModel's `serving_default` signature on raw
   adaptive Keras model on already preprocessed 120² tensors, batch 64: the cost of in-graph
   preprocessing. The exported `preprocessed` signature is timed too (the SavedModel's own
   overhead). Untrained models; random bands with matching statistics.
+
+map: windows/s of `python -m tf_fusion.map` on a synthetic scene (`synth-scene`: S2 per-band
+  GeoTIFFs, S1 in EPSG:4326 warped onto the S2 grid; the whole command: reading, warping, the model,
+  block commits, COG, labels, quicklook and summary) / windows/s of the same SavedModel's
+  `serving_default` on the same windows already in memory (same batch), one line per backbone,
+  `map: ratio R`: the cost of reading, resampling, warping and writing. Best of `--rounds`,
+  interleaved. Untrained exported models (band statistics as for serve). Goal: R >= 0.67.
 """
 from __future__ import annotations
 
@@ -437,6 +444,62 @@ def bench_serve(args) -> int:
     return 0
 
 
+def bench_map(args) -> int:
+    """The map command's windows/s / the SavedModel's windows/s on the same windows in memory."""
+    import keras
+
+    from . import map as mapping
+    from .adaptive import build_adaptive_model
+    from .export import export_model
+    from .model import FusionModel
+    from .ood import build_ood_head
+    from tfrecords_builder.synth.scene_writer import write_scene
+
+    band_stats = _band_stats()
+    work = args.dir or tempfile.mkdtemp(prefix="tf-fusion-bench-map-")
+    sizes = {"tiny": 2400, "resnet18": 1200, "resnet50": 1200}
+    try:
+        for backbone in [args.backbone] if args.backbone else ["tiny", "resnet50"]:
+            size = args.size or sizes[backbone]
+            scene = os.path.join(work, f"scene-{size}")
+            if not os.path.exists(os.path.join(scene, "scene.json")):
+                write_scene(scene, size, seed=0)
+            keras.utils.set_random_seed(0)
+            fusion = FusionModel(backbone=backbone, num_classes=12)
+            heads = [build_ood_head(enc.output.shape[-1], name=name)
+                     for enc, name in ((fusion.encoder_opt, "ood_opt"), (fusion.encoder_sar, "ood_sar"))]
+            adaptive = build_adaptive_model(fusion, *heads, with_availability=True)
+            model_dir = os.path.join(work, backbone, "1")
+            if not os.path.exists(model_dir):
+                export_model(adaptive, band_stats, model_dir, class_names=[f"c{i}" for i in range(12)],
+                             log=lambda *_: None)
+            model = mapping.MapModel(model_dir)
+            job = lambda r: mapping.Job(os.path.join(scene, "s2"), os.path.join(scene, "s1"),  # noqa: E731
+                                        os.path.join(work, f"map-{backbone}-{r}"), batch=args.batch)
+            with mapping.open_scene(job(0)) as opened:
+                positions = [(r, c) for r in range(opened.grid.rows) for c in range(opened.grid.cols)]
+                inputs = opened.read_block(positions)
+            n = len(positions)
+            mapping.predict_block(model, {k: v[:args.batch] for k, v in inputs.items()}, args.batch)  # warm up
+            model_s, map_s = [], []
+            for r in range(args.rounds):
+                t = time.perf_counter()
+                mapping.predict_block(model, inputs, args.batch)
+                model_s.append(time.perf_counter() - t)
+                shutil.rmtree(job(r).out, ignore_errors=True)
+                t = time.perf_counter()
+                mapping.map_scene(job(r), model, progress=False, log=lambda *_: None)
+                map_s.append(time.perf_counter() - t)
+            rate_model, rate_map = n / min(model_s), n / min(map_s)
+            print(f"{backbone:>8} {size} x {size} px scene, {n} windows, batch {args.batch}: map command "
+                  f"{rate_map:7.1f} windows/s, SavedModel on the windows in memory {rate_model:7.1f} windows/s", flush=True)
+            print(f"map: ratio {rate_map / rate_model:.3f}  ({backbone}; goal >= 0.67)", flush=True)
+    finally:
+        if not args.dir:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tf_fusion.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -484,6 +547,14 @@ def parser() -> argparse.ArgumentParser:
     sv.add_argument("--steps", type=int, help="timed calls per round (default 20 tiny, 2 otherwise)")
     sv.add_argument("--rounds", type=int, default=5)
     sv.set_defaults(func=bench_serve)
+    mp = sub.add_parser("map", help="map command windows/s / SavedModel windows/s on the same windows in memory "
+                                    "(goal >= 0.67)")
+    mp.add_argument("--backbone", choices=("tiny", "resnet18", "resnet50"), help="one backbone (default: tiny, then resnet50)")
+    mp.add_argument("--size", type=int, help="scene size in px, a multiple of 120 (default 2400 tiny, 1200 otherwise)")
+    mp.add_argument("--batch", type=int, default=32, help="windows per model call (default 32, the map's default)")
+    mp.add_argument("--rounds", type=int, default=2)
+    mp.add_argument("--dir", help="work folder, kept and reused (default: a temporary one)")
+    mp.set_defaults(func=bench_map)
     return p
 
 

@@ -18,7 +18,7 @@ import yaml
 
 from tfrecords_builder import DEFAULT_PARTITION
 
-from . import detector_registry, methods
+from . import detector_registry, gate, methods
 from .methods import GATED
 from .passes import FUSED, PASSES, default_weights
 
@@ -88,13 +88,19 @@ DEFAULTS = {
         "sar_augment_db": [-15.0, 5.0],
         "balance": True,  # weight in- and out-of-distribution samples equally
         "seed": 0,  # the heads' initialisation and sampling; also the post-hoc detectors' training subsample
-        # which detector gives p_o, p_s in Eq. 3 (tf_fusion.detector_registry): binary_head (the heads
-        # above, the paper's), or a post-hoc score needing no OOD data: confidence, max_logit,
-        # joint_energy, mahalanobis, mahalanobis_class, knn, mahalanobis_normalized, vim, scale;
-        # post-hoc scores become p through a calibrator fitted on val against ood_val: logistic
-        # (monotone, smooth) or isotonic
-        "detector": "binary_head",
+        # the gate: which detector gives p_o, p_s in Eq. 3 (tf_fusion.gate; names from
+        # tf_fusion.detector_registry): binary_head (the heads above, the paper's), or a post-hoc
+        # score needing no OOD data: confidence, max_logit, joint_energy, mahalanobis,
+        # mahalanobis_class, knn, mahalanobis_normalized, vim, scale; or a combination
+        # ([a, b] or "a+b": p = the smallest, the modality is out when any says so); or
+        # {optical: ..., sar: ...}. Post-hoc scores become p through a calibrator (logistic:
+        # monotone, smooth; or isotonic) fitted on val against calibrate_on: ood_val (the
+        # OOD-training classes), corruptions (generic corruptions of val, tf_fusion.shifts) or both
+        # the default gate holds on every synthetic world the project was not tuned on (README,
+        # "Which gate"): the paper's heads and the class-conditional Mahalanobis distance together
+        "detector": "binary_head+mahalanobis_class",
         "calibration": "logistic",
+        "calibrate_on": "ood_val+corruptions",
         "knn_k": 10,  # knn: the score is the distance to the k-th nearest training embedding
         "knn_reference": 2000,  # knn: at most this many training embeddings (seeded), a constant of the graph
     },
@@ -185,9 +191,14 @@ def _merge(base: dict, update: dict, prefix: str = "") -> dict:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where} must be a mapping, got {value!r}")
             out[key] = _merge(base[key], value, where + ".")
+        elif where in _ANY_SHAPE:
+            out[key] = value
         else:
             out[key] = _check_type(where, base[key], value)
     return out
+
+
+_ANY_SHAPE = {"ood.detector"}  # a name, a list or a mapping: checked whole in `validate`
 
 
 def _check_type(where: str, default, value):
@@ -325,9 +336,10 @@ RULES = {
     "ood.batch_size": POSITIVE_INT,
     "ood.learning_rate": POSITIVE,
     "ood.seed": COUNT,
-    # the detector registry's names (tf_fusion.detector_registry imports no TensorFlow)
-    "ood.detector": tuple(detector_registry.DETECTORS),
+    # the detector registry's names (tf_fusion.detector_registry imports no TensorFlow); ood.detector,
+    # a name, a combination or one per modality, is checked by tf_fusion.gate.parse in `validate`
     "ood.calibration": detector_registry.CALIBRATION_NAMES,
+    "ood.calibrate_on": detector_registry.CALIBRATE_ON,
     "ood.knn_k": POSITIVE_INT,
     "ood.knn_reference": POSITIVE_INT,
     "evaluation.batch_size": POSITIVE_INT,
@@ -383,6 +395,10 @@ def validate(config: dict) -> None:
     if not isinstance(baselines, list) or not set(baselines) <= set(methods.BASELINES):
         raise ConfigError(f"study.baselines must be a list of {', '.join(methods.BASELINES)}; got {baselines!r}")
     o = config["ood"]
+    try:
+        gate.parse(o["detector"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if o["knn_reference"] < o["knn_k"]:
         raise ConfigError(f"ood.knn_reference must be >= ood.knn_k ({o['knn_k']}), got {o['knn_reference']}")
     hidden = config["ood"]["hidden"]

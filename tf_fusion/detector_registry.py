@@ -39,7 +39,11 @@ import numpy as np
 EMBEDDING, LOGITS, FEATURES, CLASSIFIER = READS = ("embedding", "logits", "features", "classifier")
 GRAPH_INPUTS = (EMBEDDING, LOGITS, FEATURES)  # the layer's inputs, in this order (the classifier is a constant)
 BINARY_HEAD = "binary_head"
-DEFAULT_SETTINGS = {"calibration": "logistic", "knn_k": 10, "knn_reference": 2000, "seed": 0}
+# calibrate_on: what the OOD side of every post-hoc calibrator is made of — `ood_val` (the
+# OOD-training classes), `corruptions` (generic corruptions of `val`, `tf_fusion.shifts`), or both
+DEFAULT_SETTINGS = {"calibration": "logistic", "calibrate_on": "ood_val+corruptions", "knn_k": 10,
+                    "knn_reference": 2000, "seed": 0}
+CALIBRATE_ON = ("ood_val", "corruptions", "ood_val+corruptions")
 CALIBRATION_NAMES = ("logistic", "isotonic")  # tf_fusion.detectors.CALIBRATORS' keys (tested)
 TRAIN_SAMPLE = 10_000  # training patches a detector is fitted on by default (float64: ~2·8·N·D bytes)
 NORM_EPS = 1e-12  # an all-zero row stays zero when L2-normalised (scikit-learn's normalize)
@@ -50,7 +54,7 @@ DETECTORS: dict[str, type["Detector"]] = {}
 # ------------------------------------------------------------------------------------ the base
 class Detector:
     """One OOD score. Class attributes: ``name``; ``reads`` (among ``READS``); ``settings``, the
-    keys of ``DEFAULT_SETTINGS`` its fitted state depends on besides the calibration; ``stats_keys``,
+    keys of ``DEFAULT_SETTINGS`` its fitted state depends on besides the calibration's two; ``stats_keys``,
     what ``fit`` returns; ``train_pass``, whether ``fit`` needs training samples (else it needs
     at most the classifier); ``post_hoc``, False for the trained binary heads.
 
@@ -152,7 +156,7 @@ def register(cls: type[Detector]) -> type[Detector]:
         raise ValueError(f"a detector needs a new name; got {cls.name!r} (registered: {', '.join(DETECTORS)})")
     if not cls.reads or not set(cls.reads) <= set(READS):
         raise ValueError(f"{cls.name}: reads must be among {READS}, got {cls.reads!r}")
-    if not set(cls.settings) <= set(DEFAULT_SETTINGS) - {"calibration"}:
+    if not set(cls.settings) <= set(DEFAULT_SETTINGS) - {"calibration", "calibrate_on"}:
         raise ValueError(f"{cls.name}: settings must be among {sorted(DEFAULT_SETTINGS)}, got {cls.settings!r}")
     DETECTORS[cls.name] = cls
     return cls
@@ -187,6 +191,8 @@ def resolve_settings(settings: dict | None) -> dict:
     out = {**DEFAULT_SETTINGS, **settings}
     if out["calibration"] not in CALIBRATION_NAMES:
         raise ValueError(f"calibration must be one of {CALIBRATION_NAMES}, got {out['calibration']!r}")
+    if out["calibrate_on"] not in CALIBRATE_ON:
+        raise ValueError(f"calibrate_on must be one of {CALIBRATE_ON}, got {out['calibrate_on']!r}")
     for key, low in (("knn_k", 1), ("knn_reference", out["knn_k"]), ("seed", 0)):
         value = out[key]
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -197,10 +203,10 @@ def resolve_settings(settings: dict | None) -> dict:
 
 def fitted_settings(name: str, settings: dict | None) -> dict:
     """The settings one detector's fitted state depends on (saved with it; any change refits):
-    the calibration, plus the detector's own ``settings``."""
+    the calibration and what it is fitted on, plus the detector's own ``settings``."""
     cls = post_hoc(name)
     s = resolve_settings(settings)
-    return {k: s[k] for k in ("calibration", *cls.settings)}
+    return {k: s[k] for k in ("calibration", "calibrate_on", *cls.settings)}
 
 
 def reference_indices(n: int, size: int, seed: int) -> np.ndarray:

@@ -33,11 +33,13 @@ import warnings
 import numpy as np
 
 from . import detector_registry as registry
-from . import detectors
+from . import detectors, gate
 from .config import ConfigError
 from .protocol import MODALITIES
 from .runs import DETECTORS, Run, RunError
 
+CORRUPTIONS = "corruptions"  # the OOD side of calibration made from val (`tf_fusion.shifts.corrupt`)
+_AGAINST = {"ood_val": "{ood_val} ood_val patches", CORRUPTIONS: "{val} corrupted val patches"}
 GAUSSIAN_SAMPLE = registry.TRAIN_SAMPLE  # training patches the Gaussians and ViM are fitted on
 _CHUNK = 4096  # rows scored per `raw_score` call (its per-call cost: a Cholesky factor, a kNN index)
 ALL = "all"
@@ -46,21 +48,28 @@ ALL = "all"
 def settings(config: dict) -> dict:
     """The run's detector settings (``detectors.resolve_settings``'s keys) from its `ood` section."""
     o = config["ood"]
-    return detectors.resolve_settings({"calibration": o["calibration"], "knn_k": o["knn_k"],
-                                       "knn_reference": o["knn_reference"], "seed": o["seed"]})
+    return detectors.resolve_settings({"calibration": o["calibration"], "calibrate_on": o["calibrate_on"],
+                                       "knn_k": o["knn_k"], "knn_reference": o["knn_reference"], "seed": o["seed"]})
 
 
 def requested(text: str) -> list[str]:
-    """``--detectors`` → detector names: ``all`` (the registry's, the paper's heads first) or a
-    comma list of ``detector_registry.DETECTORS``."""
-    if text.strip() == ALL:
-        return [registry.BINARY_HEAD, *registry.POST_HOC]
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in registry.DETECTORS]
+    """``--detectors`` → detector names: a comma list of ``detector_registry.DETECTORS``, of
+    combinations (``a+b``: p = the smaller, `tf_fusion.gate`) and ``all`` (the registry's, the
+    paper's heads first)."""
+    names = []
+    for item in (n.strip() for n in text.split(",")):
+        names += [registry.BINARY_HEAD, *registry.POST_HOC] if item == ALL else [item] if item else []
+    unknown = [n for n in names if not all(m in registry.DETECTORS for m in n.split(gate.JOIN))]
     if unknown or not names:
         raise ConfigError(f"--detectors {text!r}: expected '{ALL}' or a comma list of "
-                          f"{', '.join(registry.DETECTORS)}" + (f"; unknown {unknown}" if unknown else ""))
-    return list(dict.fromkeys(names))
+                          f"{', '.join(registry.DETECTORS)} or their combinations a{gate.JOIN}b"
+                          + (f"; unknown {unknown}" if unknown else ""))
+    return list(dict.fromkeys(gate.JOIN.join(gate.parse(n)[MODALITIES[0]]) for n in names))
+
+
+def members(names) -> list[str]:
+    """The single detectors ``names`` (and the combinations among them) need, each once."""
+    return list(dict.fromkeys(m for n in names for m in n.split(gate.JOIN)))
 
 
 # ------------------------------------------------------------------------------------ the pass
@@ -93,9 +102,10 @@ def traced(model):
     return tf.function(lambda x: model({"s2": x["s2"], "s1": x["s1"]}, training=False), reduce_retracing=True)
 
 
-def batches(call, manifest, subset: str, config: dict):
+def batches(call, manifest, subset: str, config: dict, transform=None):
     """(outputs of ``call`` (see ``traced``) as NumPy, labels) per batch of ``subset`` in file
-    order, checked against the manifest's count (a ManifestError line naming the build otherwise)."""
+    order, checked against the manifest's count (a ManifestError line naming the build otherwise);
+    ``transform(inputs, batch index)`` changes each batch's inputs first (calibration's corruptions)."""
     from tfrecords_builder import ManifestError
 
     from . import data as tfdata
@@ -105,8 +115,8 @@ def batches(call, manifest, subset: str, config: dict):
                              image_size=d["image_size"], resize_method=d["resize_method"])
     seen = 0
     with tfdata.shard_errors(manifest, [subset]):
-        for inputs, y in ds:
-            out = {k: np.asarray(v) for k, v in call(inputs).items()}
+        for i, (inputs, y) in enumerate(ds):
+            out = {k: np.asarray(v) for k, v in call(transform(inputs, i) if transform else inputs).items()}
             seen += len(y)
             yield out, y.numpy()
     if seen != manifest.subset_size(subset):
@@ -173,7 +183,7 @@ class ScenarioScores:
     def __init__(self, names, fitted: dict):
         from .passes import PASSES
 
-        self.names, self.binary = list(names), registry.BINARY_HEAD in names
+        self.names, self.binary = list(names), registry.BINARY_HEAD in members(names)
         self.logits = {p.method: [] for p in PASSES}
         self.heads = {m: [] for m in MODALITIES}
         self.scores = Scores(fitted) if fitted else None
@@ -196,11 +206,23 @@ class ScenarioScores:
                 m: np.concatenate(v).astype(np.float64) for m, v in self.heads.items()}
         for name, per in (self.scores.result() if self.scores else {}).items():
             p[name], raw[name] = {m: v[1] for m, v in per.items()}, {m: v[0] for m, v in per.items()}
+        for name in self.names:  # a combination's p is its members' smallest (its "raw score" too)
+            if gate.JOIN in name:
+                p[name] = raw[name] = {m: np.minimum.reduce([p[k][m] for k in name.split(gate.JOIN)])
+                                       for m in MODALITIES}
         return {"logits": {k: np.concatenate(v) for k, v in self.logits.items()},
                 "p": {n: p[n] for n in self.names}, "raw": {n: raw[n] for n in self.names}}
 
 
 # ------------------------------------------------------------------------------------ fitting
+def _corrupted(config: dict):
+    """The calibration's corruptions of `val` (`shifts.corrupt`), seeded by `ood.seed`."""
+    from .shifts import corrupt
+
+    seed = config["ood"]["seed"]
+    return lambda inputs, i: corrupt(inputs, i, seed)
+
+
 def _post_hoc(names) -> list[str]:
     wrong = [n for n in names if n not in registry.DETECTORS or not registry.DETECTORS[n].post_hoc]
     if wrong:
@@ -262,9 +284,10 @@ def fit_run(run: Run, names, log=print, fusion=None, manifest=None) -> dict:
         return out
     manifest = manifest or run.manifest()
     sizes = {k: manifest.subset_size(k) for k in ("train", "val", "ood_val")}
-    if not sizes["val"] or not sizes["ood_val"]:
+    if not sizes["val"] or ("ood_val" in s["calibrate_on"].split("+") and not sizes["ood_val"]):
         raise RunError(f"{run.path}: calibrating {', '.join(todo)} needs val and ood_val patches; the build "
-                       f"{manifest.dir} has {sizes['val']} and {sizes['ood_val']}")
+                       f"{manifest.dir} has {sizes['val']} and {sizes['ood_val']} (ood.calibrate_on=corruptions "
+                       f"needs val only)")
     fusion = fusion or run.load_model()
     if not hasattr(fusion, "head_passes"):
         raise RunError(f"{run.path}: post-hoc detectors need the gated late-fusion model; this run trained "
@@ -287,24 +310,40 @@ def fit_run(run: Run, names, log=print, fusion=None, manifest=None) -> dict:
                  if n in samples else detectors.fit(n, None, None, s, classifier=classifier)
                  for m in MODALITIES} for n in todo}
     raw = {}
-    for subset in ("val", "ood_val"):
+    against = s["calibrate_on"].split("+")  # the OOD side: ood_val and/or val's generic corruptions
+    for subset, transform in (("val", None), *((("ood_val", None),) if "ood_val" in against else ()),
+                              *((("val", _corrupted(config)),) if CORRUPTIONS in against else ())):
         scores = Scores({n: {m: (stats[n][m], None) for m in MODALITIES} for n in todo})
-        for features, _ in batches(call, manifest, subset, config):
+        for features, _ in batches(call, manifest, subset, config, transform):
             scores.add(features)
-        raw[subset] = scores.result()
+        raw[CORRUPTIONS if transform else subset] = scores.result()
     for n in todo:
         out[n] = {}
         for m in MODALITIES:
+            scores_out = [raw[k][n][m][0] for k in against]
+            groups = np.repeat(against, [len(x) for x in scores_out]) if CORRUPTIONS in against else None
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                calibrator = detectors.fit_calibrator(raw["val"][n][m][0], raw["ood_val"][n][m][0], s["calibration"])
+                calibrator = detectors.fit_calibrator(raw["val"][n][m][0], np.concatenate(scores_out),
+                                                      s["calibration"], out_groups=groups)
             for w in caught:
                 log(f"warning: {n} ({m}) {w.message}")
             detectors.save(run.path, n, m, stats[n][m], calibrator, s)
             out[n][m] = (stats[n][m], calibrator)
-        log(f"{run.path}: fitted {n} ({s['calibration']} calibration on {sizes['val']} val vs {sizes['ood_val']} "
-            f"ood_val patches), saved in {run.file(DETECTORS)}")
+        log(f"{run.path}: fitted {n} ({s['calibration']} calibration of {sizes['val']} val patches against "
+            f"{' and '.join(_AGAINST[k].format(**sizes) for k in against)}), saved in {run.file(DETECTORS)}")
     return {n: out[n] for n in names}
+
+
+def gate_layers(run: Run, fitted: dict | None = None, heads=None) -> tuple:
+    """(optical, SAR) gates of the run's `ood.detector` for ``build_adaptive_model``: per modality
+    the tuple of its members' p layers (`tf_fusion.gate`; one member: the detector alone).
+    ``fitted``: ``fit_run``'s output for the post-hoc members (else loaded); ``heads``: the
+    binary heads (head_opt, head_sar) when already at hand (else loaded)."""
+    spec = gate.parse(run.config["ood"]["detector"])
+    per_name = {n: heads if n == registry.BINARY_HEAD and heads is not None else layers(run, n, (fitted or {}).get(n))
+                for n in gate.detectors(spec)}
+    return tuple(tuple(per_name[n][i] for n in spec[m]) for i, m in enumerate(MODALITIES))
 
 
 def layers(run: Run, name: str, fitted: dict | None = None) -> tuple:

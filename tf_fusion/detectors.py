@@ -203,25 +203,42 @@ def _calibration_data(scores_in, scores_out):
     return s, np.concatenate([np.ones(len(s_in)), np.zeros(len(s_out))])
 
 
-def fit_calibrator(scores_in, scores_out, method: str = "logistic"):
+def fit_calibrator(scores_in, scores_out, method: str = "logistic", out_groups=None):
     """A calibrator mapping a raw score to p = P(in-distribution), fitted on held-out scores:
     ``scores_in`` of in-distribution samples (``val``, label 1), ``scores_out`` of OOD samples
-    (``ood_val``, label 0), both classes weighted equally. See the module docstring."""
+    (``ood_val``, label 0), both classes weighted equally. See the module docstring.
+
+    ``out_groups``: one label per OOD score (e.g. ``ood_val`` and the generic corruptions); the
+    OOD side's weight (that of the in-distribution side) is then split equally among the groups,
+    whatever their sizes, and the logistic calibrator standardises the score by the
+    in-distribution scores alone (far-out corruptions would otherwise set the scale and flatten
+    the slope between ``val`` and ``ood_val``)."""
     if method not in CALIBRATORS:
         raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {method!r}")
     s, y = _calibration_data(scores_in, scores_out)
-    if method == "isotonic":
-        from sklearn.isotonic import IsotonicRegression
+    if out_groups is None:
         from sklearn.utils.class_weight import compute_sample_weight
 
+        weight, loc_scale = compute_sample_weight("balanced", y), s
+    else:
+        groups = np.asarray(out_groups).reshape(-1)
+        if len(groups) != int((y == 0).sum()):
+            raise ValueError(f"out_groups needs one label per OOD score; got {len(groups)} for {int((y == 0).sum())}")
+        names, index, counts = np.unique(groups, return_inverse=True, return_counts=True)
+        n_in = int(y.sum())  # each in-distribution score weighs 1, each group n_in in all: no group's size matters
+        weight = np.concatenate([np.ones(n_in), n_in / (len(names) * counts[index])])
+        loc_scale = s[y == 1]
+    if method == "isotonic":
+        from sklearn.isotonic import IsotonicRegression
+
         iso = IsotonicRegression(increasing=True, out_of_bounds="clip", y_min=0.0, y_max=1.0)
-        iso.fit(s, y, sample_weight=compute_sample_weight("balanced", y))
+        iso.fit(s, y, sample_weight=weight)
         return IsotonicCalibrator(np.asarray(iso.X_thresholds_, np.float64), np.asarray(iso.y_thresholds_, np.float64))
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    scaler = StandardScaler().fit(s[:, None])
-    lr = LogisticRegression(class_weight="balanced").fit(scaler.transform(s[:, None]), y)
+    scaler = StandardScaler().fit(loc_scale[:, None])
+    lr = LogisticRegression().fit(scaler.transform(s[:, None]), y, sample_weight=weight)
     coef, intercept = float(lr.coef_[0, 0]), float(lr.intercept_[0])
     if coef < 0:
         warnings.warn(f"calibration: the score ranks OOD above in-distribution (slope {coef:.3g}); "

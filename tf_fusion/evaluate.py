@@ -24,9 +24,10 @@ import numpy as np
 
 from . import atomic, cli, scores
 from .passes import FUSED, PASSES
+from .detector_registry import BINARY_HEAD
 from .methods import BASELINE_BY_NAME
-from .protocol import (ADAPTIVE, BASELINES, METHODS, OPTICAL, REFERENCE, SAR, ordered, reported, run_method,
-                       scenario_by_name, scenarios)
+from .protocol import (ADAPTIVE, ADAPTIVE_PAPER, BASELINES, METHODS, OPTICAL, REFERENCE, SAR, ordered, reported,
+                       run_method, scenario_by_name, scenarios)
 from .runs import REPORT, Run, RunError, using
 from .shifts import apply_scenario, gate_availability
 
@@ -65,25 +66,28 @@ def predict_scenarios(run: Run, baselines: dict | None = None, log=print, detect
     from tfrecords_builder import ManifestError
 
     from . import data as tfdata
-    from . import detector_runs, gate_check
-    from .adaptive import BINARY_HEAD, build_adaptive_model
+    from . import detector_runs, gate, gate_check
+    from .adaptive import build_adaptive_model
     from .model import gate_inputs
     from .ood import train_ood_heads
     from .protocol import MODALITIES
 
     config, manifest = run.config, run.manifest()
     d, ev = config["data"], config["evaluation"]
-    chosen, names = config["ood"]["detector"], list(dict.fromkeys(detectors))
+    spec, names = gate.parse(config["ood"]["detector"]), list(dict.fromkeys(detectors))
+    # the paper's heads among other members of the gate: Eq. 3 with the heads alone is shown too
+    paper = all(BINARY_HEAD in spec[m] for m in MODALITIES) and gate.label(spec) != BINARY_HEAD
+    needed = detector_runs.members([*gate.detectors(spec), *names])
     fusion = run.load_model()
     heads = None
-    if BINARY_HEAD in (chosen, *names):  # loaded, or trained when missing or stale
+    if BINARY_HEAD in needed:  # loaded, or trained when missing or stale
         heads = train_ood_heads(run, fusion, manifest, log=log)
         heads = tuple(heads[m][0] for m in MODALITIES)
-    fitted = detector_runs.fit_run(run, [n for n in (chosen, *names) if n != BINARY_HEAD], log, fusion, manifest)
-    primary = heads if chosen == BINARY_HEAD else detector_runs.layers(run, chosen, fitted[chosen])
-    features = bool(names) or ev["temperature_scaling"]
+    fitted = detector_runs.fit_run(run, [n for n in needed if n != BINARY_HEAD], log, fusion, manifest)
+    primary = detector_runs.gate_layers(run, fitted, heads)
+    features = bool(names) or ev["temperature_scaling"] or paper
     adaptive = build_adaptive_model(fusion, *primary, with_availability=True, with_features=features,
-                                    binary_heads=heads if BINARY_HEAD in names else None)
+                                    binary_heads=heads if BINARY_HEAD in detector_runs.members(names) else None)
     models = {}
     for name, other in (baselines or {}).items():
         if os.path.realpath(other.data_dir) != os.path.realpath(run.data_dir):
@@ -103,7 +107,7 @@ def predict_scenarios(run: Run, baselines: dict | None = None, log=print, detect
                                                image_size=d["image_size"], resize_method=d["resize_method"])
         return made[subset]
 
-    side = {"detector": chosen, "temperature": None, "gate_check": gate_check.check(run, predict, manifest, log)}
+    side = {"detector": gate.label(spec), "temperature": None, "gate_check": gate_check.check(run, predict, manifest, log)}
     if ev["temperature_scaling"]:
         logits, labels = [], []
         with tfdata.shard_errors(manifest, ["val"]):
@@ -116,7 +120,7 @@ def predict_scenarios(run: Run, baselines: dict | None = None, log=print, detect
         log(f"  temperature of the fusion classifier, fitted on val: T = {side['temperature']:.4f}")
     if features:
         side["scenarios"] = {}
-    post_hoc = {n: fitted[n] for n in names if n != BINARY_HEAD}
+    post_hoc = {n: fitted[n] for n in detector_runs.members(names) if n != BINARY_HEAD}
 
     out = {}
     for scenario in scenarios(config):
@@ -124,7 +128,7 @@ def predict_scenarios(run: Run, baselines: dict | None = None, log=print, detect
         if n == 0:
             log(f"  {scenario.name}: subset {scenario.subset!r} is empty in this build; skipped")
             continue
-        methods = [m for m in (*outputs, *models) if reported(m, scenario)]
+        methods = [m for m in (*outputs, *([ADAPTIVE_PAPER] if paper else []), *models) if reported(m, scenario)]
         parts = {k: [] for k in ("labels", "p_o", "p_s", *methods)}
         kept = detector_runs.ScenarioScores(names, post_hoc) if features else None
         a_o, a_s = scenario.available(OPTICAL), scenario.available(SAR)
@@ -138,6 +142,8 @@ def predict_scenarios(run: Run, baselines: dict | None = None, log=print, detect
                 for method in methods:
                     if method in outputs:
                         parts[method].append(res[outputs[method]].numpy())
+                    elif method == ADAPTIVE_PAPER:
+                        parts[method].append(paper_heads_prediction(res, a_o, a_s))
                     else:  # the availability flags to those that take them; the others see the zeros
                         gates = (a_o, a_s) if BASELINE_BY_NAME[method].sees_availability else (1.0, 1.0)
                         parts[method].append(predict_base[method](gate_inputs(x, *gates)).numpy())
@@ -151,6 +157,19 @@ def predict_scenarios(run: Run, baselines: dict | None = None, log=print, detect
             side["scenarios"][scenario.name] = kept.result()
         log(f"  {scenario.name}: {n} samples")
     return out, side
+
+
+def paper_heads_prediction(res: dict, optical: float, sar: float) -> np.ndarray:
+    """Eq. 3 with the paper's binary heads' p alone (the adaptive graph's ``with_features``
+    outputs of a gate that holds them), under the scenario's availability flags."""
+    from scipy.special import expit
+
+    from .adaptive import expected_prediction
+
+    passes = {p.name: expit(np.asarray(res[f"logits_{p.method}"], np.float64)).astype(np.float32) for p in PASSES}
+    p_o, p_s = (np.asarray(res[f"p_{m}_{BINARY_HEAD}"]).reshape(-1) * flag for m, flag in ((OPTICAL, optical),
+                                                                                           (SAR, sar)))
+    return np.asarray(expected_prediction(p_o, p_s, passes))
 
 
 def temperature_results(results: dict, pred: dict, side: dict, config: dict) -> None:
@@ -266,7 +285,8 @@ def _evaluate(run_dir, baselines, seed_dirs, detectors, log) -> dict:
                                                  "runs": [r.path for r in runs]}
     if len(runs) > 1 and first_side["temperature"] is not None:
         results["temperature"] = [r["temperature"] for r in per_seed]
-    results.update(run=os.path.abspath(runs[0].path), detector=first_side["detector"], gate_check=first_side["gate_check"],
+    results.update(run=os.path.abspath(runs[0].path), detector=first_side["detector"], ood=runs[0].config["ood"],
+                   gate_check=first_side["gate_check"],
                    baselines={name: os.path.abspath(r.path) for name, r in others.items()})
     out = runs[0].file(REPORT)
     atomic.write_json(os.path.join(out, RESULTS), results)

@@ -248,16 +248,17 @@ def export_run(run_dir, out=None, *, overwrite: bool = False, log=print) -> str:
 
 
 def _export_run(run_dir, out, overwrite: bool, log) -> str:
+    from . import gate
     from .adaptive import BINARY_HEAD, build_adaptive_model
-    from .detector_runs import layers
+    from .detector_runs import gate_layers
     from .protocol import OPTICAL, SAR
 
     run = Run.finished_run(run_dir)
     out = _target(out or run.file(EXPORT, "1"), overwrite)  # fail before loading anything
     config, summary = run.config, run.summary
-    detector = config["ood"]["detector"]
-    p_layers = layers(run, detector)
-    heads = run.ood_heads() if detector == BINARY_HEAD else None
+    detector = gate.label(config["ood"]["detector"])
+    p_layers = gate_layers(run)
+    heads = run.ood_heads() if BINARY_HEAD in gate.detectors(config["ood"]["detector"]) else None
     fusion = run.load_model()
     try:
         adaptive = build_adaptive_model(fusion, *p_layers, with_availability=True)

@@ -23,6 +23,8 @@ import os
 
 import numpy as np
 
+from . import gate
+from .config import DEFAULTS
 from .protocol import MODALITIES, OPTICAL, SAR, scenario_by_name
 
 MIN_AUROC = 0.7  # below: the gate does not separate the shift
@@ -31,7 +33,10 @@ LIMIT = 5000  # patches read per subset (records are shuffled within a subset: a
 FILE = "validation.json"  # in RUN/detectors
 SHIFTS = {"unknown_classes": "unknown classes (ood_val)", "replaced": "its input replaced by N(0, 1)"}
 REPLACED = {OPTICAL: scenario_by_name("corrupted_optical"), SAR: scenario_by_name("corrupted_sar")}
-ALTERNATIVE = {"mahalanobis_class": "knn"}  # what to try instead of a detector; others: mahalanobis_class
+# what to try instead: the default gate (README, "Which gate"), or for the default itself its
+# member with the normalised features (Mahalanobis++), which also held in every world
+DEFAULT_GATE = DEFAULTS["ood"]["detector"]
+ALTERNATIVE = {DEFAULT_GATE: "binary_head+mahalanobis_normalized"}
 
 
 def auroc(p_clear, p_shifted) -> float:
@@ -49,7 +54,7 @@ def auroc(p_clear, p_shifted) -> float:
 def judge(detector: str, figures: dict) -> list[str]:
     """The warning lines for ``figures`` ({modality: {shift: {"auroc", "median_p"}}})."""
     lines = []
-    other = ALTERNATIVE.get(detector, "mahalanobis_class")
+    other = ALTERNATIVE.get(detector, DEFAULT_GATE)
     for modality, shifts in figures.items():
         for shift, f in shifts.items():
             what = f"the {modality} gate ({detector}) on val vs {SHIFTS[shift]}"
@@ -63,9 +68,9 @@ def judge(detector: str, figures: dict) -> list[str]:
     return lines
 
 
-def _p(predict, manifest, config: dict, subset: str, scenario=None) -> dict:
+def _p(predict, manifest, config: dict, subset: str, scenarios=()) -> dict:
     """{modality: p [n]} of the gate on at most ``LIMIT`` patches of ``subset`` (both modalities
-    available; ``scenario``'s change applied to the inputs first)."""
+    available; each of ``scenarios``' changes applied to the inputs first, each with its seed)."""
     from . import data as tfdata
     from .shifts import apply_scenario, gate_availability
 
@@ -75,8 +80,9 @@ def _p(predict, manifest, config: dict, subset: str, scenario=None) -> dict:
     parts = {m: [] for m in MODALITIES}
     with tfdata.shard_errors(manifest, [subset]):
         for i, (inputs, _) in enumerate(ds.take(math.ceil(LIMIT / ev["batch_size"]))):
-            x = apply_scenario(inputs, scenario, seed=(ev["seed"], 10_000 + i)) if scenario else inputs
-            out = predict(gate_availability(x, 1.0, 1.0))
+            for k, scenario in enumerate(scenarios, 1):
+                inputs = apply_scenario(inputs, scenario, seed=(ev["seed"], 10_000 * k + i))
+            out = predict(gate_availability(inputs, 1.0, 1.0))
             for m, key in ((OPTICAL, "p_optical"), (SAR, "p_sar")):
                 parts[m].append(np.asarray(out[key]).reshape(-1))
     return {m: np.concatenate(v) if v else np.zeros(0) for m, v in parts.items()}
@@ -90,17 +96,18 @@ def check(run, predict, manifest, log=print) -> dict:
     from .runs import DETECTORS
 
     config = run.config
-    detector = config["ood"]["detector"]
+    detector = gate.label(config["ood"]["detector"])
     if not manifest.subset_size("val"):
         log(f"{run.path}: no val patches; the gate is not checked")
         return {}
+    # every detector reads its own modality only (its branch, its single-modality pass), so one
+    # pass with both inputs replaced gives each modality's p under its own replacement
     clear = _p(predict, manifest, config, "val")
-    shifted = {"unknown_classes": _p(predict, manifest, config, "ood_val") if manifest.subset_size("ood_val") else None}
+    shifted = {"unknown_classes": _p(predict, manifest, config, "ood_val") if manifest.subset_size("ood_val") else None,
+               "replaced": _p(predict, manifest, config, "val", tuple(REPLACED[m] for m in MODALITIES))}
     figures = {m: {} for m in MODALITIES}
     for m in MODALITIES:
-        p = {"unknown_classes": shifted["unknown_classes"],
-             "replaced": _p(predict, manifest, config, "val", REPLACED[m])}
-        for shift, values in p.items():
+        for shift, values in shifted.items():
             if values is None:
                 continue
             figures[m][shift] = {"auroc": auroc(clear[m], values[m]), "median_p": float(np.median(values[m])),
@@ -141,9 +148,8 @@ def check_run(run, log=print) -> dict:
     from .adaptive import BINARY_HEAD, build_adaptive_model
 
     fusion, manifest = run.load_model(), run.manifest()
-    chosen = run.config["ood"]["detector"]
-    if chosen != BINARY_HEAD:
-        detector_runs.fit_run(run, [chosen], log, fusion, manifest)
-    adaptive = build_adaptive_model(fusion, *detector_runs.layers(run, chosen), with_availability=True)
+    post_hoc = [n for n in gate.detectors(run.config["ood"]["detector"]) if n != BINARY_HEAD]
+    fitted = detector_runs.fit_run(run, post_hoc, log, fusion, manifest) if post_hoc else {}
+    adaptive = build_adaptive_model(fusion, *detector_runs.gate_layers(run, fitted), with_availability=True)
     predict = tf.function(lambda x: adaptive(x, training=False), reduce_retracing=True)
     return check(run, predict, manifest, log)

@@ -31,6 +31,7 @@ from .passes import FUSED, PASSES, fused_only_weights
 GATED = "gated"  # model.kind of the paper's gated two-branch network (formerly "late_fusion")
 DEPRECATED_KINDS = {"late_fusion": GATED}
 ADAPTIVE = "adaptive"
+ADAPTIVE_PAPER = "adaptive_paper_heads"
 OPTICAL, SAR = "optical", "sar"  # as in tf_fusion.protocol
 
 
@@ -233,6 +234,14 @@ class Adaptive(Method):
     """Eq. 3: the passes weighted by the OOD detectors' probabilities."""
 
     name, label, order = ADAPTIVE, "Adaptive Fusion", 130
+
+
+@register
+class AdaptivePaperHeads(Method):
+    """Eq. 3 gated by the paper's binary heads alone, shown beside the run's gate when that gate
+    holds them among others (the default): the paper's method next to the robust default."""
+
+    name, label, order = ADAPTIVE_PAPER, "Adaptive (paper's heads)", 140
 
 
 GATED_METHODS = (ADAPTIVE, *(p.method for p in PASSES))  # what one run of the gated network gives

@@ -203,7 +203,7 @@ def train_ood_head(fusion, modality: str, manifest, ood_cfg: dict, log_dir, log=
     return head, float(history.history.get("val_auc", [float("nan")])[-1])
 
 
-POST_HOC_KEYS = ("detector", "calibration", "knn_k", "knn_reference")  # `ood` keys of the post-hoc detectors
+POST_HOC_KEYS = ("detector", "calibration", "calibrate_on", "knn_k", "knn_reference")  # `ood` keys of the post-hoc detectors
 
 
 def ood_settings(config: dict) -> dict:

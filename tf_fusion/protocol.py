@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .methods import (ADAPTIVE, BASELINES, GATED_METHODS, METHOD_BY_NAME, METHODS,  # noqa: F401
+from .methods import (ADAPTIVE, ADAPTIVE_PAPER, BASELINES, GATED_METHODS, METHOD_BY_NAME, METHODS,  # noqa: F401
                       run_method)
 
 from .methods import OPTICAL, SAR  # noqa: E402

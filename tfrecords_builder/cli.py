@@ -1,4 +1,4 @@
-"""`python -m tfrecords_builder {build,plan,synth,inspect,demo,bench}`: flags in, one line out on error.
+"""`python -m tfrecords_builder {build,plan,synth,synth-scene,inspect,demo,bench}`: flags in, one line out on error.
 
 The commands only map flags to the Python API (`plan.Source`, `plan.make_plan`, `build.build`,
 `synth`, `inspect`) and print what it returns; every error is one line on stderr, exit 2.
@@ -125,6 +125,20 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_synth_scene(args) -> int:
+    from .synth.scene_writer import write_scene
+
+    if os.path.exists(args.out) and (not os.path.isdir(args.out) or os.listdir(args.out)):
+        raise ValueError(f"output {args.out!r} already exists and is not an empty directory")
+    info = write_scene(args.out, args.size, args.seed, epsg=args.epsg, clouds=not args.no_clouds,
+                       s1_crs=None if args.s1_crs == "same" else args.s1_crs, safe=args.safe)
+    n = args.size // info["window"]
+    print(f"wrote a synthetic {args.size} x {args.size} px scene ({n} x {n} windows) to {args.out}: "
+          f"s2/ (EPSG:{args.epsg}), s1/ ({args.s1_crs})" + (f", {info['safe']}" if info["safe"] else "")
+          + f" (see {os.path.join(args.out, 'scene.json')})")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .inspect import inspect
     from .synth import ensure_synthetic_build
@@ -148,6 +162,9 @@ _EXAMPLES = {
             "--extra-metadata metadata_for_patches_with_snow_cloud_or_shadow.parquet --holdout-countries Serbia,Portugal",
     "synth": "Write a synthetic archive in the exact real v1 or v2 layout, for tests and demos.\n\n"
              "example:\n  python -m tfrecords_builder synth --out synthetic-v2 --layout v2 --pairs 400",
+    "synth-scene": "Write a synthetic Sentinel-2 L2A / Sentinel-1 scene (per-band GeoTIFFs in UTM, S1 in another "
+                   "CRS, optionally the same S2 scene as a .SAFE with JP2 bands and BOA_ADD_OFFSET), for "
+                   "tf_fusion.map.\n\nexample:\n  python -m tfrecords_builder synth-scene --out scene --size 1200 --safe",
     "inspect": "Summarise a build and verify every shard (sha256, record CRCs, record counts); exit 1 when "
                "a shard is damaged.\n\nexample:\n  python -m tfrecords_builder inspect reben-tfrecords",
     "demo": "Write a synthetic v1 archive, build it and inspect the result, in a cache folder; rerunning "
@@ -188,6 +205,16 @@ def parser() -> argparse.ArgumentParser:
                         "...: opaque, haze, shadowed, ...) and brightness, SAR speckle and offsets (default 0: the "
                         "generator's own, as it always was)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    sc = command("synth-scene", "write a synthetic S2/S1 scene (UTM S2, S1 in EPSG:4326, optional .SAFE)",
+                 cmd_synth_scene)
+    sc.add_argument("--out", required=True, help="new or empty folder for the scene")
+    sc.add_argument("--size", type=int, default=600, help="scene width and height in 10 m px, a multiple of 120 (default 600)")
+    sc.add_argument("--seed", type=int, default=0, help="seed of everything in the scene (default 0)")
+    sc.add_argument("--epsg", type=int, default=32632, help="UTM EPSG code of the S2 grid (default 32632)")
+    sc.add_argument("--s1-crs", default="EPSG:4326", help="CRS of the S1 files, or 'same' for the S2 10 m grid "
+                                                          "(default EPSG:4326)")
+    sc.add_argument("--no-clouds", action="store_true", help="no cloud bank")
+    sc.add_argument("--safe", action="store_true", help="also write the S2 scene as an L2A .SAFE (JP2, baseline 04.00)")
     i = command("inspect", "manifest summary and checksum verification", cmd_inspect)
     i.add_argument("dir", help="a build folder (holding manifest.json)")
     i.add_argument("--no-verify", action="store_true", help="skip sha256 and CRC verification of the shards")
