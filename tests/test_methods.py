@@ -108,3 +108,18 @@ def test_one_registry_entry_is_enough_for_a_new_baseline(smoke_cache, tmp_path):
                                                                                 "corrupted_sar"}
     table = (folder / "report" / "table2.md").read_text()
     assert any(line.startswith("|") and "Toy Pooled Bands" in line for line in table.splitlines())
+
+
+def test_the_docs_table_lists_every_baseline_as_registered():
+    """docs/methods.md's table has one row per baseline with its model.kind, its treatment of a
+    missing and a corrupted modality and its experiment, as the registry says."""
+    import os
+
+    docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "methods.md")
+    rows = {line.split("|")[1].strip().strip("`"): [c.strip() for c in line.split("|")[2:-1]]
+            for line in open(docs, encoding="utf-8") if line.startswith("| `")}
+    for name in methods.BASELINES:
+        b = methods.BASELINE_BY_NAME[name]
+        kind, missing, corrupted, experiment = rows[name]
+        assert kind.startswith(b.model_kind) and (missing, corrupted) == (b.missing, b.corrupted), name
+        assert experiment == f"`{b.experiment}`", name
