@@ -160,3 +160,30 @@ def test_the_new_baselines_train_and_round_trip(name, tmp_path):
     assert type(loaded) is type(model) and loaded.get_config() == model.get_config()
     x = gate_inputs(x, 0.0, 1.0)
     np.testing.assert_allclose(np.asarray(loaded(x)["probabilities"]), np.asarray(model(x)["probabilities"]), atol=1e-6)
+
+
+
+def test_sensor_dropout_of_the_gated_networks_fused_pass():
+    """`model.isd.fused_pass`: Eq. 2's fused term is the BCE of the fusion head at per-sample gates
+    drawn by sensor dropout (the same draw recomputed here, never (0, 0)); the optical pass keeps
+    (1, 0); nothing is drawn at inference; a model without it keeps its old config."""
+    from tf_fusion.model import FusionModel, per_sample_bce, probabilities
+
+    keras.utils.set_random_seed(8)
+    model = FusionModel(backbone="tiny", num_classes=CLASSES, image_size=SIZE, sensor_dropout=0.5, sensor_dropout_seed=2)
+    x, y = gate_inputs(_batch(32), 1.0, 1.0), (np.random.default_rng(4).random((32, CLASSES)) < 0.4).astype("float32")
+    z = model.branches(x, training=True)
+    state = np.asarray(model.sensor_dropout_generator.state)
+    keep_o, keep_s = (np.asarray(g) for g in model.fused_pass_gates(z[0], training=True)["fuse"])
+    assert 0 < keep_o.sum() < 32 and 0 < keep_s.sum() < 32 and (keep_o + keep_s).min() == 1
+    model.sensor_dropout_generator.state.assign(state)  # Eq. 2 draws the same gates
+    _, per_sample = model.compute_eq2_loss(x, y, training=True)
+    def head(lo, ls):
+        return probabilities(model.fusion_head([*z, tf.constant(lo), tf.constant(ls)], training=True))
+
+    np.testing.assert_allclose(np.asarray(per_sample["fuse"]), np.asarray(per_sample_bce(y, head(keep_o, keep_s))),
+                               atol=1e-5)
+    ones, zeros = np.ones_like(keep_o), np.zeros_like(keep_o)
+    np.testing.assert_allclose(np.asarray(per_sample["opt"]), np.asarray(per_sample_bce(y, head(ones, zeros))), atol=1e-5)
+    assert model.fused_pass_gates(z[0], training=False) == {}
+    assert "sensor_dropout" not in FusionModel(backbone="tiny", num_classes=CLASSES, image_size=SIZE).get_config()

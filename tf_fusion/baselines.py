@@ -35,7 +35,8 @@ from .backbones import build_backbone
 from .metrics import FScores
 from .passes import NO_EVIDENCE
 from .model import (INPUT_KEYS, ConfiguredModel, Gate, check_dropout, gate_inputs, minimize,
-                    model_inputs, per_sample_bce, probabilities, regularization, sample_weights)
+                    model_inputs, per_sample_bce, probabilities, regularization, sample_weights,
+                    sensor_dropout_keep)
 
 
 class SinglePassModel(ConfiguredModel):
@@ -230,11 +231,7 @@ class SensorDropoutModel(SinglePassModel):
         x = super()._feed(x, training)
         if not training or not self.sensor_dropout:
             return x
-        # one uniform draw per sample: [0, p) drops optical, [p, 2p) drops SAR, the rest keeps both
-        u = keras.random.uniform((ops.shape(x["s2"])[0], 1), seed=self.dropout_generator)
-        keep_opt = 1.0 - ops.cast(ops.less(u, self.sensor_dropout), "float32")
-        keep_sar = 1.0 - ops.cast(ops.logical_and(ops.greater_equal(u, self.sensor_dropout),
-                                                  ops.less(u, 2 * self.sensor_dropout)), "float32")
+        keep_opt, keep_sar = sensor_dropout_keep(x["s2"], self.sensor_dropout, self.dropout_generator)
         return {**x, "lambda_opt": ops.cast(x["lambda_opt"], "float32") * keep_opt,
                 "lambda_sar": ops.cast(x["lambda_sar"], "float32") * keep_sar}
 

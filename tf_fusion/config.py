@@ -58,8 +58,9 @@ DEFAULTS = {
         "dropout": 0.0,
         "embracenet": {"width": 512, "modality_dropout": 0.5},  # docking width; share of batches keeping one modality
         # input sensor dropout: each modality zeroed and flagged 0 with this probability per training
-        # sample, never both (so at most 0.5)
-        "isd": {"dropout": 0.25},
+        # sample, never both (so at most 0.5); fused_pass: also the gated network's fused pass (its
+        # gates drawn so per sample in Eq. 2's fused term), a setting of model.kind gated
+        "isd": {"dropout": 0.25, "fused_pass": False},
     },
     "training": {
         "epochs": 100,

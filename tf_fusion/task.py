@@ -80,7 +80,9 @@ class Task:
                       dropout=m["dropout"])
         if m["kind"] == methods.GATED:
             return FusionModel(pass_weights=weights_tuple(self.config["training"]["pass_weights"]),
-                               fusion_stage=m["fusion_stage"], **kwargs)
+                               fusion_stage=m["fusion_stage"],
+                               sensor_dropout=m["isd"]["dropout"] if m["isd"]["fused_pass"] else 0.0,
+                               sensor_dropout_seed=self.config["training"]["seed"], **kwargs)
         return methods.for_kind(m["kind"]).build(self.config, **kwargs)
 
     def build_optimizer(self, epochs: int | None = None):
