@@ -330,12 +330,14 @@ def bench_detectors(args) -> int:
     import tensorflow as tf
 
     from . import detector_registry as registry
-    from . import detectors
+    from . import detectors, gate
     from .adaptive import build_adaptive_model
+    from .config import DEFAULTS
     from .model import FusionModel
     from .ood import build_ood_head
 
     rng = np.random.default_rng(0)
+    default = DEFAULTS["ood"]["detector"]
     settings = detectors.resolve_settings({"knn_k": args.knn_k, "knn_reference": args.knn_reference})
     default_batch = {"tiny": 64, "resnet18": 16, "resnet50": 16}
     names = [n for n in registry.POST_HOC if not args.only or n in args.only.split(",")]
@@ -347,12 +349,18 @@ def bench_detectors(args) -> int:
         heads = [build_ood_head(enc.output.shape[1:], name=name)
                  for enc, name in ((fusion.encoder_opt, "ood_opt"), (fusion.encoder_sar, "ood_sar"))]
         models = {registry.BINARY_HEAD: build_adaptive_model(fusion, *heads)}
+        layers = {}
         for name, fitted in _fitted_detectors(fusion, 12, settings, rng).items():
-            if name not in names:
+            if name not in names and name not in gate.detectors(default):
                 continue
-            layers = [detectors.DetectorProbability.from_fitted(name, *fitted, name=f"p_{m}_{name}")
-                      for m in ("optical", "sar")]
-            models[name] = build_adaptive_model(fusion, *layers)
+            layers[name] = [detectors.DetectorProbability.from_fitted(name, *fitted, name=f"p_{m}_{name}")
+                            for m in ("optical", "sar")]
+            if name in names:
+                models[name] = build_adaptive_model(fusion, *layers[name])
+        # the default gate: its members' p layers, combined by their minimum
+        spec, members = gate.parse(default), {registry.BINARY_HEAD: heads, **layers}
+        models[f"default gate {gate.label(spec)}"] = build_adaptive_model(
+            fusion, *(tuple(members[n][i] for n in spec[m]) for i, m in enumerate(("optical", "sar"))))
         x = {"s2": tf.constant(rng.normal(size=(batch, 120, 120, 12)), tf.float32),
              "s1": tf.constant(rng.normal(size=(batch, 120, 120, 2)), tf.float32)}
         fns = {name: tf.function(lambda m=m: m(x, training=False)["probabilities"]) for name, m in models.items()}
@@ -375,6 +383,8 @@ def bench_detectors(args) -> int:
                 k = registry.DETECTORS["vim"].dim(f)
                 extra = f" (basis F = {f} × {k}: {2 * f * k / 1e6:.2f} M multiply-adds per sample per modality)"
             print(f"{name}: ratio {min(times[name]) / base:.3f}{extra}", flush=True)
+        name = f"default gate {gate.label(spec)}"
+        print(f"{name}: ratio {min(times[name]) / base:.3f}", flush=True)
     return 0
 
 

@@ -143,7 +143,7 @@ def find_s2(path) -> S2Input:
             hits = sorted(glob.glob(os.path.join(path, "GRANULE", "*", "IMG_DATA", RES_DIR[f], f"*_{band}_{10 * f}m.jp2")))
             if hits:
                 bands[band] = BandFile(hits[0], factor=f)
-        _require(bands, path, f"GRANULE/*/IMG_DATA/{{R10m,R20m,R60m}}/*_BAND_{{10,20,60}}m.jp2")
+        _require(bands, path, "GRANULE/*/IMG_DATA/{R10m,R20m,R60m}/*_BAND_{10,20,60}m.jp2")
     else:
         kind = "folder"
         bands = {}

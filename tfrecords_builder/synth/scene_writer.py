@@ -28,6 +28,7 @@ import numpy as np
 from ..nomenclature import BAND_SIZE, S1_BANDS, S2_BANDS
 from .pixels import OPTICAL_NOISE, SPECKLE_LOOKS
 from .spectra import CLOUD, COVERS, ENDMEMBERS
+from . import textures
 from .textures import PATCH_PX, TEXTURES
 
 WINDOW = PATCH_PX  # 120 px at 10 m
@@ -129,20 +130,8 @@ def write_scene(out, size: int = 600, seed: int = 0, *, epsg: int = 32632, ulx: 
 
 
 # ------------------------------------------------------------------------------ the pixel model
-def _upsampler(k: int, n: int) -> np.ndarray:
-    """(n, k) smoothstep interpolation from k control points (`textures._upsampler` at any size)."""
-    pos = (np.arange(n) + 0.5) / n * (k - 1)
-    i0 = np.clip(np.floor(pos).astype(int), 0, k - 2)
-    w = pos - i0
-    w = (w * w * (3 - 2 * w)).astype(np.float32)
-    u = np.zeros((n, k), np.float32)
-    u[np.arange(n), i0] = 1 - w
-    u[np.arange(n), i0 + 1] = w
-    return u
-
-
 def _smooth(rng, k: int, n: int) -> np.ndarray:
-    u = _upsampler(k, n)
+    u = textures.upsampler(k, n)
     return u @ rng.random((k, k), dtype=np.float32) @ u.T
 
 

@@ -17,21 +17,22 @@ YY, XX = np.mgrid[0:PATCH_PX, 0:PATCH_PX].astype(np.float32)
 
 
 @functools.lru_cache(maxsize=None)
-def _upsampler(k: int) -> np.ndarray:
-    """(PATCH_PX, k) interpolation matrix from k control points; smoothstep weights, no kinks."""
-    pos = (np.arange(PATCH_PX) + 0.5) / PATCH_PX * (k - 1)
+def upsampler(k: int, n: int = PATCH_PX) -> np.ndarray:
+    """(n, k) interpolation matrix from k control points; smoothstep weights, no kinks (n: a
+    patch's side by default; the scene writer's tiles too)."""
+    pos = (np.arange(n) + 0.5) / n * (k - 1)
     i0 = np.clip(np.floor(pos).astype(int), 0, k - 2)
     w = pos - i0
     w = (w * w * (3 - 2 * w)).astype(np.float32)
-    u = np.zeros((PATCH_PX, k), np.float32)
-    u[np.arange(PATCH_PX), i0] = 1 - w
-    u[np.arange(PATCH_PX), i0 + 1] = w
+    u = np.zeros((n, k), np.float32)
+    u[np.arange(n), i0] = 1 - w
+    u[np.arange(n), i0 + 1] = w
     return u
 
 
 def smooth(rng, k: int) -> np.ndarray:
     """Smooth random field in [0, 1] with about k - 1 bumps across the patch."""
-    u = _upsampler(k)
+    u = upsampler(k)
     return u @ rng.random((k, k), dtype=np.float32) @ u.T
 
 
