@@ -22,7 +22,7 @@ def test_plan_has_every_method_seed_and_stage():
     runs = plan(config)
     names = {r.name for r in runs}
     assert names == {f"gated-stage{k}-seed{s}" for k in range(1, 6) for s in (0, 1)} | {
-        f"{b}-seed{s}" for b in ("early_fusion", "late_fusion", "embracenet") for s in (0, 1)}
+        f"{b}-seed{s}" for b in ("early_fusion", "late_fusion", "embracenet", "isd", "ensemble") for s in (0, 1)}
     late = next(r for r in runs if r.name == "late_fusion-seed1")
     assert "model.fusion_stage=5" in late.overrides and "training.seed=1" in late.overrides and "data.seed=1" in late.overrides
     # each run's config is what its listed command trains, and trains the method it is named for
@@ -31,7 +31,8 @@ def test_plan_has_every_method_seed_and_stage():
 
     study = Study("demo_study", "/tmp/x", ["study.seeds=2"])
     assert run_method(study.run_config(late)) == "late_fusion"
-    assert run_method(study.run_config(next(r for r in runs if r.name == "embracenet-seed0"))) == "embracenet"
+    for name in ("embracenet", "isd", "ensemble"):
+        assert run_method(study.run_config(next(r for r in runs if r.name == f"{name}-seed0"))) == name
     assert run_method(study.run_config(next(r for r in runs if r.name == "gated-stage3-seed0"))) is None
 
 
@@ -41,7 +42,7 @@ def test_list_prints_one_command_per_step(capsys):
     assert study.main(["--experiment", "demo_study", "--dir", "S", "--seeds", "2", "--list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     trains = [line for line in lines if line.startswith("python -m tf_fusion.train")]
-    assert len(trains) == 2 * (5 + 3) and all("--run-dir S/runs/" in line for line in trains)
+    assert len(trains) == 2 * (5 + 5) and all("--run-dir S/runs/" in line for line in trains)
     evaluations = [line for line in lines if line.startswith("python -m tf_fusion.evaluate")]
     assert len(evaluations) == 2 + 2 * 4  # each seed's comparison, and the other stages alone
     assert "--baseline embracenet=S/runs/embracenet-seed0" in evaluations[0]

@@ -27,7 +27,7 @@ from keras import layers, ops
 
 from .detector_registry import BINARY_HEAD, FEATURES  # the paper's heads' name; the classifier's input
 from .model import Gate, probabilities  # importing tf_fusion.model also registers its layers for loading
-from .passes import NO_EVIDENCE, PASSES
+from .passes import FUSED, NO_EVIDENCE, PASSES
 from .protocol import MODALITIES, OPTICAL, SAR
 
 
@@ -60,7 +60,7 @@ def expected_prediction(p_o, p_s, predictions):
     """
     p_o, p_s = _column(p_o), _column(p_s)
     ys = {p.name: ops.cast(predictions[p.name], "float32") for p in PASSES}
-    out = ops.multiply(ops.multiply(1.0 - p_o, 1.0 - p_s), ops.full_like(ys[PASSES[0].name], NO_EVIDENCE))
+    out = ops.multiply(ops.multiply(1.0 - p_o, 1.0 - p_s), ops.full_like(ys[FUSED.name], NO_EVIDENCE))
     for p in PASSES:
         weight = ops.multiply(setting_probability(p_o, p.lambda_opt), setting_probability(p_s, p.lambda_sar))
         out = out + _term(weight, ys[p.name])
@@ -105,7 +105,7 @@ class ExpectedPrediction(_Float32Layer):
         return expected_prediction(p_o, p_s, predictions)
 
     def compute_output_shape(self, input_shapes):
-        return input_shapes[2][PASSES[0].name]
+        return input_shapes[2][FUSED.name]
 
 
 class _PerSampleScore(_Float32Layer):
@@ -260,7 +260,7 @@ def build_adaptive_model(fusion, detector_opt, detector_sar, with_availability: 
         inputs.update({f"{m}_available": x for m, x in available.items()})
         p_o = Gate(dtype="float32", name="available_opt")([p_o, available["optical"]])
         p_s = Gate(dtype="float32", name="available_sar")([p_s, available["sar"]])
-        outputs[PASSES[0].output] = ExpectedPrediction(name="available_gates")(
+        outputs[FUSED.output] = ExpectedPrediction(name="available_gates")(
             [available["optical"], available["sar"], predictions])
     probs = ExpectedPrediction(name="expected_prediction")([p_o, p_s, predictions])
     outputs.update(probabilities=probs, p_optical=p_o, p_sar=p_s, entropy=BernoulliEntropy(name="entropy")(probs),

@@ -1,4 +1,5 @@
-"""The comparison's baselines that are not gated fusion: early fusion and EmbraceNet.
+"""The comparison's baselines that are not gated fusion: early fusion, EmbraceNet, input sensor
+dropout and the single-modality ensemble (their registry entries: `tf_fusion.methods`).
 
 Both take the gated network's inputs ``{"s2", "s1", "lambda_opt", "lambda_sar"}`` (so one
 evaluation feeds every method) and are trained with one weighted BCE pass (`SinglePassModel`):
@@ -13,6 +14,16 @@ evaluation feeds every method) and are trained with one weighted BCE pass (`Sing
   ``modality_dropout`` a batch keeps one modality per sample (as the reference implementation
   does); the draws also happen at inference, from a seeded generator, so a missing modality
   (λ = 0, p = 0) is never selected and cannot influence the output.
+- ``SensorDropoutModel`` (input sensor dropout; Mena et al. 2024–2025, multi-source crop and
+  land-cover models): the early-fusion network with the availability flags as two more input
+  channels (constant maps). In training each sample drops its optical input with probability
+  ``sensor_dropout`` and, exclusively, its SAR input with the same probability (never both, so
+  ``sensor_dropout`` ≤ 0.5): the dropped input is zeros and its flag 0. At test time the flags are
+  the scenario's (a missing modality: zeros and 0; a corrupted one: the noise and 1).
+- ``EnsembleModel``: an optical-only and a SAR-only network (a backbone and a sigmoid classifier
+  each), trained side by side on their own BCE (no gradient flows between them: the loss is the
+  sum of two losses of disjoint weights); the prediction is the mean of the available modalities'
+  probabilities, weighted by the flags (one missing: the other alone; none: 0.5).
 """
 from __future__ import annotations
 
@@ -22,8 +33,10 @@ from keras import layers, ops
 
 from .backbones import build_backbone
 from .metrics import FScores
+from .passes import NO_EVIDENCE
 from .model import (INPUT_KEYS, ConfiguredModel, Gate, check_dropout, gate_inputs, minimize,
-                    model_inputs, per_sample_bce, probabilities, regularization, sample_weights)
+                    model_inputs, per_sample_bce, probabilities, regularization, sample_weights,
+                    sensor_dropout_keep)
 
 
 class SinglePassModel(ConfiguredModel):
@@ -43,11 +56,15 @@ class SinglePassModel(ConfiguredModel):
     def _forward(self, x, training):
         return self(self._feed(x, training), training=training)["probabilities"]
 
+    def _per_sample_loss(self, y, x):
+        """The training loss per sample, [B] (one BCE of ``probabilities``; the ensemble's differs)."""
+        return per_sample_bce(y, self._forward(x, training=True))
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         sw = sample_weights(sample_weight)
         with tf.GradientTape() as tape:
-            per_sample = per_sample_bce(y, self._forward(x, training=True))
+            per_sample = self._per_sample_loss(y, x)
             loss = tf.nn.compute_average_loss(per_sample, sample_weight=sw)
             reg = regularization(self)
             if reg is not None:
@@ -176,3 +193,96 @@ class EmbraceNetModel(SinglePassModel):
         lam_opt = ops.where(drop, keep_opt, ops.cast(x["lambda_opt"], "float32"))
         lam_sar = ops.where(drop, 1.0 - keep_opt, ops.cast(x["lambda_sar"], "float32"))
         return {**x, "lambda_opt": lam_opt, "lambda_sar": lam_sar}
+
+
+@keras.saving.register_keras_serializable(package="tf_fusion")
+class SensorDropoutModel(SinglePassModel):
+    """Input sensor dropout (see the module docstring): early fusion of the gated s2 and s1 bands
+    and the two availability flags as constant maps; ``sensor_dropout``: the probability with
+    which a training sample loses each modality (exclusively; at most 0.5)."""
+
+    _config_args = ("backbone", "num_classes", "image_size", "s2_channels", "s1_channels", "dropout",
+                    "synchronized_bn", "sensor_dropout", "seed")
+
+    def __init__(self, backbone: str = "tiny", num_classes: int = 12, image_size: int = 120,
+                 s2_channels: int = 12, s1_channels: int = 2, dropout: float = 0.0,
+                 synchronized_bn: bool = True, sensor_dropout: float = 0.25, seed: int = 0, **kwargs):
+        check_dropout(dropout)
+        if not 0.0 <= sensor_dropout <= 0.5:
+            raise ValueError(f"sensor_dropout must be in [0, 0.5] (never both modalities), got {sensor_dropout}")
+        encoder = build_backbone(backbone, (image_size, image_size, s2_channels + s1_channels + 2), "isd_",
+                                 synchronized_bn=synchronized_bn)
+        inputs = model_inputs(image_size, s2_channels, s1_channels)
+        s2 = Gate(name="gate_opt")([inputs["s2"], inputs["lambda_opt"]])
+        s1 = Gate(name="gate_sar")([inputs["s1"], inputs["lambda_sar"]])
+        ones = ops.ones_like(inputs["s1"][..., :1])
+        flags = [Gate(name=f"flag_{m}")([ones, inputs[f"lambda_{m}"]]) for m in ("opt", "sar")]
+        x = encoder(layers.Concatenate(axis=-1, name="stacked_bands")([s2, s1, *flags]))
+        if dropout:
+            x = layers.Dropout(dropout, name="dropout")(x)
+        logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)
+        super().__init__(inputs=inputs, outputs={"probabilities": probabilities(logits)}, **kwargs)
+        self._keep_config(locals())
+        self.encoder = encoder
+        self.dropout_generator = keras.random.SeedGenerator(seed + 1)
+        self._init_metrics(num_classes)
+
+    def _feed(self, x, training):
+        x = super()._feed(x, training)
+        if not training or not self.sensor_dropout:
+            return x
+        keep_opt, keep_sar = sensor_dropout_keep(x["s2"], self.sensor_dropout, self.dropout_generator)
+        return {**x, "lambda_opt": ops.cast(x["lambda_opt"], "float32") * keep_opt,
+                "lambda_sar": ops.cast(x["lambda_sar"], "float32") * keep_sar}
+
+
+@keras.saving.register_keras_serializable(package="tf_fusion")
+class AvailableMean(layers.Layer):
+    """``[p_opt, p_sar, a_opt, a_sar]`` → (a_opt · p_opt + a_sar · p_sar) / (a_opt + a_sar), and
+    ``NO_EVIDENCE`` (0.5) where no modality is available."""
+
+    def call(self, inputs):
+        p_o, p_s, a_o, a_s = (ops.cast(t, "float32") for t in inputs)
+        total = a_o + a_s
+        mean = (a_o * p_o + a_s * p_s) / ops.maximum(total, 1e-12)
+        return ops.where(ops.greater(total, 0), mean, ops.full_like(mean, NO_EVIDENCE))
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[0]
+
+
+@keras.saving.register_keras_serializable(package="tf_fusion")
+class EnsembleModel(SinglePassModel):
+    """The single-modality ensemble (see the module docstring): ``network_opt`` on s2 and
+    ``network_sar`` on s1, each trained on its own BCE; outputs ``probabilities`` (the mean over
+    the available modalities), ``probabilities_optical`` and ``probabilities_sar``."""
+
+    _config_args = ("backbone", "num_classes", "image_size", "s2_channels", "s1_channels", "dropout", "synchronized_bn")
+
+    def __init__(self, backbone: str = "tiny", num_classes: int = 12, image_size: int = 120,
+                 s2_channels: int = 12, s1_channels: int = 2, dropout: float = 0.0,
+                 synchronized_bn: bool = True, **kwargs):
+        check_dropout(dropout)
+
+        def network(channels, prefix):
+            image = keras.Input((image_size, image_size, channels), name=f"{prefix}image")
+            x = build_backbone(backbone, (image_size, image_size, channels), prefix,
+                               synchronized_bn=synchronized_bn)(image)
+            if dropout:
+                x = layers.Dropout(dropout, name=f"{prefix}dropout")(x)
+            logits = layers.Dense(num_classes, dtype="float32", name=f"{prefix}logits")(x)
+            return keras.Model(image, probabilities(logits), name=f"{prefix}network")
+
+        network_opt, network_sar = network(s2_channels, "opt_"), network(s1_channels, "sar_")
+        inputs = model_inputs(image_size, s2_channels, s1_channels)
+        p_o, p_s = network_opt(inputs["s2"]), network_sar(inputs["s1"])
+        mean = AvailableMean(name="available_mean")([p_o, p_s, inputs["lambda_opt"], inputs["lambda_sar"]])
+        super().__init__(inputs=inputs, outputs={"probabilities": mean, "probabilities_optical": p_o,
+                                                 "probabilities_sar": p_s}, **kwargs)
+        self._keep_config(locals())
+        self.network_opt, self.network_sar = network_opt, network_sar
+        self._init_metrics(num_classes)
+
+    def _per_sample_loss(self, y, x):
+        out = self(self._feed(x, True), training=True)
+        return per_sample_bce(y, out["probabilities_optical"]) + per_sample_bce(y, out["probabilities_sar"])

@@ -224,7 +224,40 @@ def bench_train_step(args) -> int:
             print(f"{backbone} stage {stage}: ratio {ratio:.3f} (bound {bound:.3f}); three-pass step "
                   f"{1e3 * min(times['three']):.1f} ms, fused-only {1e3 * min(times['fused']):.1f} ms, batch {batch}; "
                   f"head {head / 1e9:.3f} of {total / 1e9:.3f} GFLOPs per sample", flush=True)
+        if not args.no_baselines:
+            _baseline_steps(backbone, batch, stages[-1], x, y, steps, args.rounds)
     return 0
+
+
+def _baseline_steps(backbone: str, batch: int, stage: int, x: dict, y, steps: int, rounds: int) -> None:
+    """The step of every baseline with a model of its own (`tf_fusion.methods`, the DEFAULTS'
+    settings), timed in turns with the gated network's Eq. 2 step (at ``stage``) and its
+    fused-pass-only step (the late-fusion baseline)."""
+    import keras
+
+    from . import config as cfg
+    from .methods import BASELINE_BY_NAME, BASELINES, GATED
+    from .model import FusionModel, gate_inputs
+
+    common = dict(backbone=backbone, num_classes=12, image_size=120, dropout=0.0)
+    models = {}
+    for label, weights in ((f"gated (Eq. 2, stage {stage})", (2.0, 1.0, 1.0)), ("fused pass only", (1.0, 0.0, 0.0))):
+        keras.utils.set_random_seed(0)
+        models[label] = FusionModel(pass_weights=weights, fusion_stage=stage, **common)
+    for name in BASELINES:
+        if BASELINE_BY_NAME[name].model_kind != GATED:
+            keras.utils.set_random_seed(0)
+            models[name] = BASELINE_BY_NAME[name].build(cfg.DEFAULTS, **common)
+    xg = gate_inputs(x, 1.0, 1.0)
+    for m in models.values():
+        m.compile(optimizer=keras.optimizers.Adam(1e-4))
+        for _ in range(3):  # trace and warm up
+            m.train_on_batch(xg, y)
+    times = _interleaved({label: (lambda m=m: m.train_on_batch(xg, y)) for label, m in models.items()},
+                         steps, rounds, lambda out: None)
+    ref = min(times[next(iter(models))])
+    print(f"{backbone} batch {batch}, step per method: " + "; ".join(
+        f"{label} {1e3 * min(t):.1f} ms ({min(t) / ref:.2f}×)" for label, t in times.items()), flush=True)
 
 
 def bench_predict(args) -> int:
@@ -495,6 +528,8 @@ def parser() -> argparse.ArgumentParser:
     ts.add_argument("--steps-large", type=int, default=5, help="timed steps per round, resnet50")
     ts.add_argument("--steps-small", type=int, default=30, help="timed steps per round, tiny")
     ts.add_argument("--rounds", type=int, default=3)
+    ts.add_argument("--no-baselines", action="store_true",
+                    help="skip the baselines' step times (every tf_fusion.methods baseline with its own model)")
     ts.set_defaults(func=bench_train_step)
     pr = sub.add_parser("predict", help="adaptive (Eq. 3) forward pass / non-adaptive forward pass (goal <= 1.10)")
     pr.add_argument("--backbone", choices=("tiny", "resnet18", "resnet50"),

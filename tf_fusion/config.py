@@ -18,7 +18,9 @@ import yaml
 
 from tfrecords_builder import DEFAULT_PARTITION
 
-from . import detector_registry, gate
+from . import detector_registry, gate, methods
+from .methods import GATED
+from .passes import FUSED, PASSES, default_weights
 
 EXPERIMENTS_DIR = os.environ.get(
     "TF_FUSION_EXPERIMENTS", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
@@ -47,13 +49,18 @@ DEFAULTS = {
         "partition": DEFAULT_PARTITION.to_json(),
     },
     "model": {
-        # late_fusion: the paper's gated two-branch network (trained on the fused pass only it is the
-        # late-fusion baseline); early_fusion: stacked bands in one backbone; embracenet: EmbraceNet
-        "kind": "late_fusion",
+        # gated: the paper's gated two-branch network (trained on the fused pass only it is the
+        # late-fusion baseline); else a baseline's model (tf_fusion.methods: early_fusion, embracenet,
+        # isd, ensemble); the old name late_fusion is read as gated
+        "kind": GATED,
         "backbone": "resnet50",
         "fusion_stage": 5,  # fuse after ResNet stage 1…5 (5: the pooled embeddings; the extension uses 4)
         "dropout": 0.0,
         "embracenet": {"width": 512, "modality_dropout": 0.5},  # docking width; share of batches keeping one modality
+        # input sensor dropout: each modality zeroed and flagged 0 with this probability per training
+        # sample, never both (so at most 0.5); fused_pass: also the gated network's fused pass (its
+        # gates drawn so per sample in Eq. 2's fused term), a setting of model.kind gated
+        "isd": {"dropout": 0.25, "fused_pass": False},
     },
     "training": {
         "epochs": 100,
@@ -62,7 +69,7 @@ DEFAULTS = {
         "learning_rate": 1e-3,
         "weight_decay": 0.0,
         "lr_schedule": "constant",  # constant | cosine
-        "pass_weights": {"fuse": 2.0, "opt": 1.0, "sar": 1.0},  # Eq. 2; opt = sar = 0: fused-pass-only baseline
+        "pass_weights": default_weights(),  # Eq. 2, one per row of PASSES; only the fused one: the late-fusion baseline
         "monitor": "val_f1_samples",
         "monitor_mode": "max",
         "mixed_precision": None,  # None | mixed_float16 | mixed_bfloat16
@@ -117,7 +124,7 @@ DEFAULTS = {
         # and the gated network at each of `stages`; the methods' comparison uses model.fusion_stage
         "seeds": 5,
         "stages": [1, 2, 3, 4, 5],
-        "baselines": ["early_fusion", "late_fusion", "embracenet"],
+        "baselines": list(methods.BASELINES),  # tf_fusion.methods' baselines
     },
     "tuning": {
         # `python -m tf_fusion.tune` (docs/tuning.md): stage 1 the fusion network, stage 2 the OOD heads
@@ -135,9 +142,11 @@ DEFAULTS = {
         # each hyperparameter: `values` (a list; one element: fixed) or `min`/`max` (with `step`,
         # `sampling` linear|log|reverse_log); all three null: not searched, the experiment's value
         "fusion": {
-            "w_fuse": {"values": [2.0], "min": None, "max": None, "step": None, "sampling": "linear"},
-            "w_opt": {"values": None, "min": 0.25, "max": 4.0, "step": None, "sampling": "log"},
-            "w_sar": {"values": None, "min": 0.25, "max": 4.0, "step": None, "sampling": "log"},
+            # the fused pass's weight fixed at its default, the others searched (one key per row of PASSES)
+            **{p.weight_key: ({"values": [p.weight], "min": None, "max": None, "step": None, "sampling": "linear"}
+                              if p is FUSED else
+                              {"values": None, "min": 0.25, "max": 4.0, "step": None, "sampling": "log"})
+               for p in PASSES},
             "learning_rate": {"values": None, "min": 3e-4, "max": 1e-2, "step": None, "sampling": "log"},
         },
         "ood": {
@@ -258,6 +267,7 @@ def load_experiment(name: str, overrides=()) -> dict:
     config = apply_overrides(_resolve_file(path), overrides)
     if not config["name"]:
         config["name"] = os.path.splitext(os.path.basename(path))[0]
+    methods.normalize_kind(config)  # before anything compares it: an old run folder is the same training
     validate(config)
     return config
 
@@ -304,21 +314,20 @@ RULES = {
     "data.batch_size": POSITIVE_INT,
     "data.shuffle_buffer": COUNT,
     "data.seed": COUNT,
-    "model.kind": ("late_fusion", "early_fusion", "embracenet"),
+    "model.kind": methods.model_kinds(),  # validate reads the registry again (a kind registered later)
     "model.backbone": ("resnet50", "resnet18", "tiny"),
     "model.fusion_stage": Range(1, 5, integer=True),
     "model.dropout": FRACTION,
     "model.embracenet.width": POSITIVE_INT,
     "model.embracenet.modality_dropout": Range(0, 1),
+    "model.isd.dropout": Range(0, 0.5),
     "training.epochs": POSITIVE_INT,
     "training.steps_per_epoch": (None, POSITIVE_INT),
     "training.optimizer": ("adam", "adamw", "sgd"),
     "training.learning_rate": POSITIVE,
     "training.weight_decay": NON_NEGATIVE,
     "training.lr_schedule": ("constant", "cosine"),
-    "training.pass_weights.fuse": NON_NEGATIVE,
-    "training.pass_weights.opt": NON_NEGATIVE,
-    "training.pass_weights.sar": NON_NEGATIVE,
+    **{f"training.pass_weights.{p.name}": NON_NEGATIVE for p in PASSES},
     "training.monitor_mode": ("max", "min"),
     "training.mixed_precision": (None, "mixed_float16", "mixed_bfloat16"),
     "training.distribute": (None, "mirrored"),
@@ -362,7 +371,7 @@ def _describe(rule) -> str:
 def validate(config: dict) -> None:
     """Every value against `RULES`, and the settings that only make sense together; one
     ConfigError line naming the key, what it must be and what it got."""
-    for key, rule in RULES.items():
+    for key, rule in {**RULES, "model.kind": methods.model_kinds()}.items():
         value = _at(config, key)
         if not _allowed(rule, value):
             raise ConfigError(f"{key} must be {_describe(rule)}, got {value!r}")
@@ -384,8 +393,8 @@ def validate(config: dict) -> None:
     if not isinstance(stages, list) or not stages or not all(Range(1, 5, integer=True).holds(k) for k in stages):
         raise ConfigError(f"study.stages must be a non-empty list of fusion stages 1…5, got {stages!r}")
     baselines = config["study"]["baselines"]
-    if not isinstance(baselines, list) or not set(baselines) <= {"early_fusion", "late_fusion", "embracenet"}:
-        raise ConfigError(f"study.baselines must be a list of early_fusion, late_fusion, embracenet; got {baselines!r}")
+    if not isinstance(baselines, list) or not set(baselines) <= set(methods.BASELINES):
+        raise ConfigError(f"study.baselines must be a list of {', '.join(methods.BASELINES)}; got {baselines!r}")
     o = config["ood"]
     try:
         gate.parse(o["detector"])

@@ -3,7 +3,7 @@
 Methods (`tf_fusion.protocol.METHODS`): `adaptive` (Eq. 3) and one per row of the table of passes
 (`non_adaptive`, `optical_only`, `sar_only`) — all from one branch evaluation per batch of the
 run's gated network — and the baselines of other runs given by `--baseline NAME=RUN`
-(`early_fusion`, `late_fusion`, `embracenet`). Scenarios and the missing/corrupted protocol are
+(`tf_fusion.methods.BASELINES`; each entry says whether it sees the availability flags). Scenarios and the missing/corrupted protocol are
 `tf_fusion.protocol`'s. Writes RUN/report/: results.json, predictions.npz (what was scored),
 table.md and the plots.
 
@@ -24,9 +24,10 @@ import numpy as np
 
 from . import atomic, cli, scores
 from .passes import FUSED, PASSES
-from .protocol import (ADAPTIVE, ADAPTIVE_PAPER, BASELINES, EMBRACENET, METHODS, OPTICAL, REFERENCE, SAR,
-                       ordered, reported, run_method, scenario_by_name, scenarios)
 from .detector_registry import BINARY_HEAD
+from .methods import BASELINE_BY_NAME
+from .protocol import (ADAPTIVE, ADAPTIVE_PAPER, BASELINES, METHODS, OPTICAL, REFERENCE, SAR, ordered, reported,
+                       run_method, scenario_by_name, scenarios)
 from .runs import REPORT, Run, RunError, using
 from .shifts import apply_scenario, gate_availability
 
@@ -143,8 +144,8 @@ def predict_scenarios(run: Run, baselines: dict | None = None, log=print, detect
                         parts[method].append(res[outputs[method]].numpy())
                     elif method == ADAPTIVE_PAPER:
                         parts[method].append(paper_heads_prediction(res, a_o, a_s))
-                    else:  # EmbraceNet selects among the available; early and late fusion see the zeros
-                        gates = (a_o, a_s) if method == EMBRACENET else (1.0, 1.0)
+                    else:  # the availability flags to those that take them; the others see the zeros
+                        gates = (a_o, a_s) if BASELINE_BY_NAME[method].sees_availability else (1.0, 1.0)
                         parts[method].append(predict_base[method](gate_inputs(x, *gates)).numpy())
                 if kept is not None:
                     kept.add(res)
@@ -314,7 +315,7 @@ def main(argv=None) -> int:
                    "python -m tf_fusion.evaluate --run runs/demo --detectors all")
     p.add_argument("--run", required=True, help="a finished tf_fusion.train run folder of the gated network")
     p.add_argument("--baseline", action="append", default=[], metavar="NAME=RUN",
-                   help="a baseline run: early_fusion=RUN, late_fusion=RUN or embracenet=RUN (repeatable)")
+                   help=f"a baseline run: NAME=RUN with NAME one of {', '.join(BASELINES)} (repeatable)")
     p.add_argument("--baseline-run", metavar="RUN", help="a baseline run named by what it trains (as --baseline RUN)")
     p.add_argument("--seeds", nargs="*", default=[], metavar="RUN_DIR", help="runs of the same experiment with other seeds")
     p.add_argument("--detectors", metavar="all|NAME,...",

@@ -25,7 +25,7 @@ from keras import layers, ops
 
 from .backbones import FINAL_STAGE, build_branch, build_trunk
 from .metrics import FScores
-from .passes import PASSES
+from .passes import FUSED, PASSES
 
 INPUT_KEYS = ("s2", "s1", "lambda_opt", "lambda_sar")
 CLASSIFIER = "logits"  # the fusion head's final Dense, f_c's classifier (the OOD detectors read its input)
@@ -74,6 +74,16 @@ def gate_column(like, value):
     """
     first = like[(slice(None),) + (0,) * (len(like.shape) - 2) + (slice(0, 1),)]
     return ops.full_like(ops.cast(first, "float32"), value)
+
+
+def sensor_dropout_keep(like, rate: float, generator):
+    """Input sensor dropout's draw: float32 [B, 1] columns (keep_opt, keep_sar), B the batch of
+    ``like``. One uniform u per sample: u < rate drops optical, rate ≤ u < 2·rate drops SAR, so each
+    modality is dropped with probability ``rate`` (≤ 0.5) and never both."""
+    u = keras.random.uniform((ops.shape(like)[0], 1), seed=generator)
+    keep_opt = 1.0 - ops.cast(ops.less(u, rate), "float32")
+    keep_sar = 1.0 - ops.cast(ops.logical_and(ops.greater_equal(u, rate), ops.less(u, 2 * rate)), "float32")
+    return keep_opt, keep_sar
 
 
 def gate_inputs(inputs: dict, lambda_opt, lambda_sar) -> dict:
@@ -207,12 +217,12 @@ class FusionModel(ConfiguredModel):
     """
 
     _config_args = ("backbone", "num_classes", "image_size", "s2_channels", "s1_channels", "dropout",
-                    "pass_weights", "synchronized_bn", "fusion_stage")
+                    "pass_weights", "synchronized_bn", "fusion_stage", "sensor_dropout", "sensor_dropout_seed")
 
     def __init__(self, backbone: str = "tiny", num_classes: int = 12, image_size: int = 120,
                  s2_channels: int = 12, s1_channels: int = 2, dropout: float = 0.0,
                  pass_weights=(2.0, 1.0, 1.0), synchronized_bn: bool = True, fusion_stage: int = FINAL_STAGE,
-                 **kwargs):
+                 sensor_dropout: float = 0.0, sensor_dropout_seed: int = 0, **kwargs):
         pass_weights = tuple(float(w) for w in pass_weights)
         if len(pass_weights) != len(PASSES) or min(pass_weights) < 0 or sum(pass_weights) <= 0:
             raise ValueError(f"pass_weights must be {len(PASSES)} non-negative weights "
@@ -239,6 +249,10 @@ class FusionModel(ConfiguredModel):
         self.encoder_opt = encoder_opt
         self.encoder_sar = encoder_sar
         self.fusion_head = fusion_head
+        if not 0.0 <= sensor_dropout <= 0.5:
+            raise ValueError(f"sensor_dropout must be in [0, 0.5] (never both modalities), got {sensor_dropout}")
+        if sensor_dropout:  # only then a generator (and its state variable): older models load unchanged
+            self.sensor_dropout_generator = keras.random.SeedGenerator(sensor_dropout_seed + 1)
         # === Metrics ===
         self.loss_trackers = {name: keras.metrics.Mean(name=name)
                               for name in ("loss", *(f"loss_{p.name}" for p in PASSES))}
@@ -261,11 +275,20 @@ class FusionModel(ConfiguredModel):
             z_sar = ops.zeros((ops.shape(z_opt)[0], *self.encoder_sar.output.shape[1:]), z_opt.dtype)
         return z_opt, z_sar
 
-    def head_passes(self, z_opt, z_sar, passes=PASSES, training=None, logits: bool = False) -> dict:
+    def get_config(self):
+        config = super().get_config()
+        if not config["sensor_dropout"]:  # the configs of models without it stay as they were
+            config.pop("sensor_dropout"), config.pop("sensor_dropout_seed")
+        return config
+
+    def head_passes(self, z_opt, z_sar, passes=PASSES, training=None, logits: bool = False, gates=None) -> dict:
         """{pass name: class probabilities (or float32 logits)} of the fusion head on the shared
-        branch outputs, one head call per gate setting (eager, traced or symbolic)."""
-        out = {p.name: self.fusion_head([z_opt, z_sar, gate_column(z_opt, p.lambda_opt),
-                                         gate_column(z_opt, p.lambda_sar)], training=training)
+        branch outputs, one head call per gate setting (eager, traced or symbolic). ``gates``:
+        {pass name: ([B, 1], [B, 1])} per-sample gates in place of a pass's constant ones."""
+        gates = gates or {}
+        out = {p.name: self.fusion_head([z_opt, z_sar, *gates.get(p.name, (gate_column(z_opt, p.lambda_opt),
+                                                                          gate_column(z_opt, p.lambda_sar)))],
+                                        training=training)
                for p in passes}
         return out if logits else {name: probabilities(v) for name, v in out.items()}
 
@@ -304,7 +327,7 @@ class FusionModel(ConfiguredModel):
         passes = [p for p, _ in self.active_passes()]
         z_opt, z_sar = self.branches(inputs, training, any(p.lambda_opt for p in passes),
                                      any(p.lambda_sar for p in passes))
-        probs = self.head_passes(z_opt, z_sar, passes, training)
+        probs = self.head_passes(z_opt, z_sar, passes, training, gates=self.fused_pass_gates(z_opt, training))
         per_sample = {name: per_sample_bce(y, p) for name, p in probs.items()}
         total = self._weighted_total(per_sample)
         loss = tf.nn.compute_average_loss(total, sample_weight=sample_weights(sample_weight))
@@ -314,6 +337,13 @@ class FusionModel(ConfiguredModel):
             total = total + reg
         per_sample["loss"] = total
         return loss, per_sample
+
+    def fused_pass_gates(self, z_opt, training) -> dict:
+        """With ``sensor_dropout`` (in training): the fused pass's gates drawn per sample by
+        input sensor dropout (`sensor_dropout_keep`) instead of (1, 1); else {}."""
+        if not training or not self.sensor_dropout:
+            return {}
+        return {FUSED.name: sensor_dropout_keep(z_opt, self.sensor_dropout, self.sensor_dropout_generator)}
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

@@ -26,6 +26,12 @@ class Pass:
     method: str  # the method this setting gives in evaluation (results.json, table columns)
     prefix: str  # prefix of its metric names: val_<prefix>f1_samples
     label: str  # in words, for console lines and plots
+    weight: float = 1.0  # its default Eq. 2 weight (the paper's), `training.pass_weights[name]`
+
+    @property
+    def weight_key(self) -> str:
+        """Its weight's name in the tuning space (`tuning.fusion.w_<name>`)."""
+        return f"w_{self.name}"
 
     @property
     def gates(self) -> tuple[float, float]:
@@ -42,7 +48,7 @@ class Pass:
 
 
 PASSES = (
-    Pass("fuse", 1.0, 1.0, "non_adaptive", "", "fused"),
+    Pass("fuse", 1.0, 1.0, "non_adaptive", "", "fused", 2.0),
     Pass("opt", 1.0, 0.0, "optical_only", "opt_", "optical only"),
     Pass("sar", 0.0, 1.0, "sar_only", "sar_", "SAR only"),
 )
@@ -50,6 +56,16 @@ BY_NAME = {p.name: p for p in PASSES}
 FUSED = BY_NAME["fuse"]
 NO_EVIDENCE = 0.5  # the prediction of the (λ_opt, λ_sar) = (0, 0) term: no modality, no evidence
 ROBUST_F1 = "val_robust_f1"  # the tuning objective: mean validation samples-F1 over the passes
+
+
+def default_weights() -> dict:
+    """`training.pass_weights`' default: the paper's Eq. 2 weights."""
+    return {p.name: p.weight for p in PASSES}
+
+
+def fused_only_weights() -> dict:
+    """The weights of the fused-pass-only training (the late-fusion baseline)."""
+    return {p.name: 1.0 if p is FUSED else 0.0 for p in PASSES}
 
 
 def weights_tuple(pass_weights: dict) -> tuple[float, ...]:

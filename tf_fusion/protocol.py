@@ -1,6 +1,7 @@
 """The comparison's vocabulary and the authors' protocol: test scenarios and methods, by the
 names results.json uses.
 
+The methods (columns) live in `tf_fusion.methods`' registry and are re-exported here.
 Evaluation runs these scenarios, the report prints them in this order with these labels, and the
 published figures (`paper_figures`) are keyed by the same names. No TensorFlow here: the report
 and its CLI read results without it.
@@ -9,7 +10,8 @@ The protocol (Gawlikowski et al.'s released code and the extension's evaluation;
 "OOD detectors, adaptive prediction, evaluation" section):
 - a missing modality is zeros in place of its normalised input, and its availability is 0: the
   gated methods close its gate (λ = 0, and p = 0 for it in Eq. 3), EmbraceNet gives it selection
-  probability 0, the baselines without a gate (early and late fusion) see the zeros;
+  probability 0, sensor dropout and the ensemble take the flag, the baselines without a gate
+  (early and late fusion) see the zeros (each baseline's treatment: `tf_fusion.methods`);
   optical-only and SAR-only are not reported where their modality is missing;
 - a corrupted modality has its normalised input replaced by N(0, 1) noise;
 - beyond the authors: additive Gaussian noise of a given strength (`evaluation.additive_noise`),
@@ -19,9 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from .passes import PASSES
+from .methods import (ADAPTIVE, ADAPTIVE_PAPER, BASELINES, GATED_METHODS, METHOD_BY_NAME, METHODS,  # noqa: F401
+                      run_method)
 
-OPTICAL, SAR = "optical", "sar"
+from .methods import OPTICAL, SAR  # noqa: E402
 MODALITIES = (OPTICAL, SAR)
 INPUT_KEY = {OPTICAL: "s2", SAR: "s1"}  # the model input each modality feeds
 OOD_LABEL_SUBSETS = ("ood_test", "region_shift_ood")  # patches of OOD classes only: no F-scores
@@ -87,50 +90,10 @@ def scenario_by_name(name: str) -> Scenario | None:
     return None
 
 
-@dataclasses.dataclass(frozen=True)
-class Method:
-    name: str
-    label: str
-    modality: str | None = None  # single-modality methods: reported only where it is present
-
-
-EARLY, LATE, EMBRACENET, ADAPTIVE = "early_fusion", "late_fusion", "embracenet", "adaptive"
-# Eq. 3 gated by the paper's binary heads alone, shown beside the run's gate when that gate holds
-# them among others (the default): the paper's method next to the robust default
-ADAPTIVE_PAPER = "adaptive_paper_heads"
-_PASS_METHODS = {"non_adaptive": ("Non-Adaptive Fusion", None), "optical_only": ("Optical Only", OPTICAL),
-                 "sar_only": ("SAR Only", SAR)}
-# The extension's column order: early, late, EmbraceNet, optical only, SAR only, non-adaptive, adaptive.
-METHODS = (
-    Method(EARLY, "Early Fusion"),
-    Method(LATE, "Late Fusion"),
-    Method(EMBRACENET, "EmbraceNet"),
-    *(Method(p.method, *_PASS_METHODS[p.method]) for p in (PASSES[1], PASSES[2], PASSES[0])),
-    Method(ADAPTIVE, "Adaptive Fusion"),
-    Method(ADAPTIVE_PAPER, "Adaptive (paper's heads)"),
-)
-METHOD_BY_NAME = {m.name: m for m in METHODS}
-BASELINES = (EARLY, LATE, EMBRACENET)  # methods of their own runs, beside the gated network's
-GATED_METHODS = (ADAPTIVE, *(p.method for p in PASSES))  # what one run of the gated network gives
-
-
 def reported(method: str, scenario: Scenario) -> bool:
     """False for a single-modality method on a scenario without its modality ("–" in the table)."""
     m = METHOD_BY_NAME.get(method)
     return m is None or m.modality is None or scenario.available(m.modality) == 1.0
-
-
-def run_method(config: dict) -> str | None:
-    """The baseline a run's config trains (None for the gated network of the paper, which gives
-    the gated methods): early fusion, EmbraceNet, or late fusion (the gated network trained on
-    the fused pass only)."""
-    kind = config["model"]["kind"]
-    if kind in (EARLY, EMBRACENET):
-        return kind
-    weights = config["training"]["pass_weights"]
-    if all(w == 0 for name, w in weights.items() if name != PASSES[0].name):
-        return LATE
-    return None
 
 
 def method_label(name: str) -> str:

@@ -20,7 +20,10 @@ import numpy as np
 
 from . import paper_figures as pf
 from .gate_check import render as render_gate
-from .protocol import ADAPTIVE, ADAPTIVE_PAPER, METHODS, SCENARIOS, method_label, ordered, scenario_label
+from .methods import BASELINE_BY_NAME
+from .passes import FUSED
+from .protocol import (ADAPTIVE, ADAPTIVE_PAPER, BASELINES, METHODS, OPTICAL, SCENARIOS, method_label, ordered,
+                       scenario_label)
 
 METRICS = ("f1_samples", "f1_micro", "f1_macro", "f2_samples", "f2_micro", "f2_macro", "map_macro", "map_micro",
            "avg_entropy", "avg_confidence", "ece", "ece_scaled", "auroc_confidence", "auroc_entropy",
@@ -214,7 +217,11 @@ def _legend(results: Mapping) -> str:
         kind = f" as mean ± std (ddof = 1) over {n} runs" if n else " as mean ± std over runs"
     else:
         kind = " (one run)"
-    return LEGEND.format(ours_kind=kind, dash=DASH)
+    present = [b for b in BASELINES if b in results.get("methods", {})]
+    treatment = "".join(f"\n* {BASELINE_BY_NAME[b].label}: a missing modality — {BASELINE_BY_NAME[b].missing}; a "
+                        f"corrupted one — {BASELINE_BY_NAME[b].corrupted}." for b in present)
+    return LEGEND.format(ours_kind=kind, dash=DASH) + (f"\nThe baselines under the protocol (`tf_fusion.methods`):\n"
+                                                       f"{treatment}\n" if present else "")
 
 
 def _mean(results, method, scenario, metric):
@@ -252,8 +259,8 @@ def paper_findings(results: Mapping, adaptive: str = ADAPTIVE) -> list[tuple[str
                         lambda: (f"clear: adaptive F1 (samples) {ad:.3f} within 0.03 of non-adaptive {na:.3f}",
                                  abs(ad - na) <= 0.03)))
     # the extension's findings, where its baselines were evaluated
-    base = {k: m(k, "very_cloudy", "f1_samples") for k in ("early_fusion", "late_fusion", "embracenet", "non_adaptive",
-                                                             "optical_only")}
+    rivals = [c.name for c in METHODS if c.name in (*BASELINES, FUSED.method) or c.modality == OPTICAL]
+    base = {k: m(k, "very_cloudy", "f1_samples") for k in rivals}
     base = {k: v for k, v in base.items() if v is not None}
     ad = m(adaptive, "very_cloudy", "f1_samples")
     best = max(base, key=base.get) if base else None

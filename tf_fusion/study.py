@@ -4,9 +4,10 @@ For an experiment of the gated network (`paper_study`, `demo_study`), a study tr
 `study.seeds` seeds (training.seed = data.seed = 0 … N − 1):
 
 - the gated network at every fusion stage of `study.stages` (the extension's Table 1);
-- the baselines of `study.baselines` — early fusion, late fusion (the gated network at stage 5
-  trained on the fused pass only), EmbraceNet — beside the gated network at the experiment's
-  `model.fusion_stage` (Tables 2 and 3);
+- the baselines of `study.baselines` (`tf_fusion.methods`: early fusion, late fusion — the gated
+  network at stage 5 trained on the fused pass only —, EmbraceNet, input sensor dropout, the
+  single-modality ensemble), each with its registry entry's `study_overrides`, beside the gated
+  network at the experiment's `model.fusion_stage` (Tables 2 and 3);
 
 evaluates each seed's comparison (`tf_fusion.evaluate`, predictions.npz in every run's report/)
 and writes STUDY/report/: table1.md (stages), table2.md (methods × scenarios), table3.md
@@ -27,15 +28,10 @@ import shlex
 
 from . import atomic, cli, scores
 from . import config as cfg
-from .protocol import EARLY, EMBRACENET, LATE, run_method
+from .methods import BASELINE_BY_NAME, run_method
 from .runs import REPORT, RUNS_DIR, Run, using
 
 STUDY_DIR = "studies"
-_BASELINE_OVERRIDES = {
-    EARLY: ["model.kind=early_fusion"],
-    LATE: ["training.pass_weights={fuse: 1.0, opt: 0.0, sar: 0.0}", "model.fusion_stage=5"],
-    EMBRACENET: ["model.kind=embracenet"],
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +54,7 @@ def plan(config: dict) -> list[StudyRun]:
             runs.append(StudyRun(f"gated-stage{stage}-seed{seed}", "gated", seed, stage,
                                  (*common, f"model.fusion_stage={stage}")))
         for name in st["baselines"]:
-            runs.append(StudyRun(f"{name}-seed{seed}", name, seed, None, (*common, *_BASELINE_OVERRIDES[name])))
+            runs.append(StudyRun(f"{name}-seed{seed}", name, seed, None, (*common, *BASELINE_BY_NAME[name].study_overrides)))
     return runs
 
 

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from . import config as cfg
+from . import methods
 from .passes import weights_tuple
 
 
@@ -46,7 +47,7 @@ def monitor_names(config: dict) -> list[str]:
     from .passes import PASSES
     from .scores import F_METRICS
 
-    if config["model"]["kind"] != "late_fusion":
+    if config["model"]["kind"] != methods.GATED:
         return ["val_loss", *(f"val_{m}" for m in F_METRICS)]
     names = ["val_loss", *(f"val_loss_{p.name}" for p in PASSES)]
     return names + [f"val_{p.metric(m)}" for p in PASSES for m in F_METRICS]
@@ -70,19 +71,19 @@ class Task:
         return len(self.classes)
 
     def build_model(self):
-        from .baselines import EarlyFusionModel, EmbraceNetModel
+        """The gated network, or the model of the baseline whose `model.kind` this is (its registry
+        entry's factory, `tf_fusion.methods`)."""
         from .model import FusionModel
 
         m = self.config["model"]
         kwargs = dict(backbone=m["backbone"], num_classes=self.num_classes, image_size=self.config["data"]["image_size"],
                       dropout=m["dropout"])
-        if m["kind"] == "late_fusion":
+        if m["kind"] == methods.GATED:
             return FusionModel(pass_weights=weights_tuple(self.config["training"]["pass_weights"]),
-                               fusion_stage=m["fusion_stage"], **kwargs)
-        if m["kind"] == "embracenet":
-            return EmbraceNetModel(width=m["embracenet"]["width"], modality_dropout=m["embracenet"]["modality_dropout"],
-                                   seed=self.config["training"]["seed"], **kwargs)
-        return EarlyFusionModel(**kwargs)
+                               fusion_stage=m["fusion_stage"],
+                               sensor_dropout=m["isd"]["dropout"] if m["isd"]["fused_pass"] else 0.0,
+                               sensor_dropout_seed=self.config["training"]["seed"], **kwargs)
+        return methods.for_kind(m["kind"]).build(self.config, **kwargs)
 
     def build_optimizer(self, epochs: int | None = None):
         import keras

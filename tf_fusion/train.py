@@ -12,6 +12,7 @@ import os
 
 from . import cli
 from . import config as cfg
+from .methods import GATED
 from .runs import BASELINE, Run, default_dir, using
 
 
@@ -69,7 +70,7 @@ def run_job(config: dict, run_dir: str, overrides=(), log=print) -> None:
         from .evaluate import evaluate
 
         evaluate(run_dir, baselines, log=log)
-        if config["model"]["kind"] == "late_fusion":  # the adaptive model, ready for TF Serving
+        if config["model"]["kind"] == GATED:  # the adaptive model, ready for TF Serving
             from .export import export_run
 
             export_run(run_dir, overwrite=True, log=log)

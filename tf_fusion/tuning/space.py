@@ -15,6 +15,8 @@ import copy
 from dataclasses import dataclass
 
 from ..config import ConfigError
+from ..methods import GATED
+from ..passes import PASSES
 
 SAMPLINGS = ("linear", "log", "reverse_log")
 
@@ -44,9 +46,7 @@ class Param:
 
 PARAMS = {
     "fusion": {p.key: p for p in (
-        Param("w_fuse", "w_fuse", False, 0.0),
-        Param("w_opt", "w_opt", False, 0.0),
-        Param("w_sar", "w_sar", False, 0.0),
+        *(Param(p.weight_key, p.weight_key, False, 0.0) for p in PASSES),
         Param("learning_rate", "learning_rate", False, 0.0, lo_open=True),
     )},
     "ood": {p.key: p for p in (
@@ -70,7 +70,7 @@ def experiment_value(config: dict, key: str):
     t, o = config["training"], config["ood"]
     hidden, augment, sar = list(o["hidden"] or []), o["augment_range"], o["sar_augment_db"]
     return {
-        "w_fuse": t["pass_weights"]["fuse"], "w_opt": t["pass_weights"]["opt"], "w_sar": t["pass_weights"]["sar"],
+        **{p.weight_key: t["pass_weights"][p.name] for p in PASSES},
         "learning_rate": t["learning_rate"],
         "hidden_1": hidden[0] if hidden else None,
         "hidden_2": hidden[1] if len(hidden) > 1 else 0,
@@ -163,12 +163,12 @@ def check(config: dict) -> None:
                 raise ConfigError(f"tuning.{stage}.{key} must be a mapping (values, min, max, step, sampling), "
                                   f"got {spec!r}")
             _check_spec(f"tuning.{stage}.{key}", spec, PARAMS[stage][key])
-    if config["model"]["kind"] != "late_fusion":
-        raise ConfigError(f"tuning searches the pass weights of the gated late-fusion model; "
+    if config["model"]["kind"] != GATED:
+        raise ConfigError(f"tuning searches the pass weights of the gated network (model.kind {GATED}); "
                           f"model.kind is {config['model']['kind']!r}")
-    spans = [_span(config, "fusion", k) for k in ("w_fuse", "w_opt", "w_sar")]
+    spans = [_span(config, "fusion", p.weight_key) for p in PASSES]
     if all(s is not None and s[0] == 0 for s in spans):
-        raise ConfigError("tuning.fusion: w_fuse, w_opt and w_sar can all be 0 in one trial; "
+        raise ConfigError(f"tuning.fusion: {', '.join(p.weight_key for p in PASSES)} can all be 0 in one trial; "
                           f"their smallest values are {[s[0] for s in spans]}")
     for lo_key, hi_key, range_key in RANGES:
         lo, hi = _span(config, "ood", lo_key), _span(config, "ood", hi_key)
@@ -218,9 +218,9 @@ def apply(config: dict, stage: str, values: dict) -> dict:
     c = copy.deepcopy(config)
     if stage == "fusion":
         t = c["training"]
-        for key, name in (("w_fuse", "fuse"), ("w_opt", "opt"), ("w_sar", "sar")):
-            if key in values:
-                t["pass_weights"][name] = float(values[key])
+        for p in PASSES:
+            if p.weight_key in values:
+                t["pass_weights"][p.name] = float(values[p.weight_key])
         if "learning_rate" in values:
             t["learning_rate"] = float(values["learning_rate"])
         return c
