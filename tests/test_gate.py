@@ -29,6 +29,7 @@ def test_every_form_parses_to_the_members_of_each_modality(value, optical, sar, 
     ("knn+", "ood.detector must name detectors among .*; got 'knn\\+'"),
     ([], "ood.detector must name detectors"),
     ({"optical": "knn", "radar": "knn"}, r"ood.detector per modality must have exactly the keys \['optical', 'sar'\]"),
+    ({"optical": "knn"}, r"ood.detector per modality must have exactly the keys \['optical', 'sar'\], got \['optical'\]"),
     ({"optical": "knn", "sar": 3}, r"ood.detector.sar must be a detector name, a list of names .* got 3"),
     (np.float64(1.0), "ood.detector must be a detector name"),
 ])
