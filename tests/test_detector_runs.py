@@ -284,6 +284,25 @@ def test_saved_model_computes_p_in_its_graph_as_the_offline_detector(fitted_copy
         if name in SAVED:
             with open(os.path.join(model_dir, "assets", "serving.json")) as f:
                 assert json.load(f)["ood_detector"] == name
+    # the default gate, a combination, in the SavedModel: p = the smaller of the paper's heads' p
+    # (the run's heads on the branch output) and mahalanobis_class's calibrated NumPy score
+    default = cfg.DEFAULTS["ood"]["detector"]
+    _set(run, detector=default)
+    model_dir = export.export_run(str(run), str(tmp_path / "default" / "1"), log=lambda *_: None)
+    signature = tf.saved_model.load(model_dir).signatures["serving_default"]
+    out = {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in serving.check_inputs(raw).items()}
+                                               ).items()}
+    heads = Run(run).ood_heads()
+    for m, key, flag in (("optical", "p_optical_in_distribution", FLAGS[:, 0]),
+                         ("sar", "p_sar_in_distribution", FLAGS[:, 1])):
+        head_p = np.asarray(heads[m][0](z[m], training=False), np.float64).reshape(-1)
+        stats, calibrator = fitted["mahalanobis_class"][m]
+        maha = calibrator(detectors.raw_score("mahalanobis_class", embedding[m], logits[m], stats, features[m]))
+        np.testing.assert_allclose(out[key][flag == 1], np.minimum(head_p, maha)[flag == 1], rtol=0, atol=1e-5,
+                                   err_msg=f"default gate {m}")
+        assert (out[key][flag == 0] == 0).all()
+    with open(os.path.join(model_dir, "assets", "serving.json")) as f:
+        assert json.load(f)["ood_detector"] == default
 
 
 # ------------------------------------------------------------------------------------ evaluate --detectors
