@@ -412,3 +412,29 @@ def test_declared_hyperparameters_and_their_config_keys():
     assert trial["ood"]["hidden"] == [256] and trial["ood"]["augment_range"] == [0.4, 1.7]
     assert trial["ood"]["sar_augment_db"] == [config["ood"]["sar_augment_db"][0], 3.0]  # lo: the experiment's
     assert space.from_hp_values("ood", {"ood_hidden_1": 256, "tuner/epochs": 3}) == {"hidden_1": 256}
+
+
+def test_keras_tuners_state_is_written_whole(tmp_path, monkeypatch):
+    """A kill while KerasTuner saves its oracle or a trial (all its JSON state goes through
+    `keras_tuner.src.utils.save_json`) leaves the previous file, never an empty one the resumed
+    search cannot read. Simulated by an interruption after the new content is written and before
+    it is published, once a tuner has been made as `tf_fusion.tune` makes it."""
+    from keras_tuner.src import utils as kt_utils
+
+    from tf_fusion import atomic
+    from tf_fusion.tuning import search
+
+    search.make_tuner("fusion", lambda hp: None, "val_loss", "min", {"tuner": "random", "seed": 0,
+                      "executions_per_trial": 1}, str(tmp_path), "p", max_trials=1, max_epochs=1)
+    path = tmp_path / "oracle.json"
+    kt_utils.save_json(str(path), {"trials": {"0": "COMPLETED"}})
+    before = path.read_text()
+
+    def killed(tmp, target):
+        raise KeyboardInterrupt("killed before the rename")
+
+    monkeypatch.setattr(atomic, "_publish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        kt_utils.save_json(str(path), {"trials": {"0": "COMPLETED", "1": "RUNNING"}})
+    assert path.read_text() == before and json.loads(before) == {"trials": {"0": "COMPLETED"}}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["oracle.json", "p"]  # no temporary left behind

@@ -30,6 +30,23 @@ from .. import atomic
 from .. import config as cfg
 from . import space
 
+def _save_json_whole(path, obj):
+    """KerasTuner's `utils.save_json`, written whole: its own opens the file for writing in place,
+    so a kill in the middle leaves an empty oracle.json (or trial.json) that the resumed search
+    cannot read (`JSONDecodeError` in `Oracle.reload`). KerasTuner writes all its JSON state here."""
+    text = json.dumps(obj)
+    atomic.write_text(os.fspath(path), text)
+    return text
+
+
+def keep_keras_tuner_state_whole() -> None:
+    """Route KerasTuner's JSON state through `_save_json_whole` (idempotent; `make_tuner` does it
+    before any tuner exists)."""
+    from keras_tuner.src import utils as kt_utils
+
+    kt_utils.save_json = _save_json_whole
+
+
 BEST_TRIAL = "best_trial.json"
 SEARCH_FILE = "search.yaml"
 _WAIT_LOG_SECONDS = 60
@@ -166,6 +183,7 @@ def make_tuner(stage: str, hypermodel, objective: str, direction: str, tuning: d
     (reloaded if it is there)."""
     import keras_tuner as kt
 
+    keep_keras_tuner_state_whole()
     bases = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization, "hyperband": kt.Hyperband}
     kind = tuning["tuner"]
     if kind not in bases:
