@@ -90,6 +90,14 @@ class SinglePassModel(ConfiguredModel):
         return [self.loss_tracker, self.val_metrics]
 
 
+def classify(x, num_classes: int, dropout: float):
+    """The baselines' classifier on their pooled features: dropout, the Dense `logits` layer, the
+    sigmoid (the layer names every baseline's saved model carries)."""
+    if dropout:
+        x = layers.Dropout(dropout, name="dropout")(x)
+    return probabilities(layers.Dense(num_classes, dtype="float32", name="logits")(x))
+
+
 @keras.saving.register_keras_serializable(package="tf_fusion")
 class EarlyFusionModel(SinglePassModel):
     """Early-fusion baseline (BigEarthNet-MM style): s2 and s1 bands stacked on the channel axis
@@ -107,10 +115,7 @@ class EarlyFusionModel(SinglePassModel):
         s2 = Gate(name="gate_opt")([inputs["s2"], inputs["lambda_opt"]])
         s1 = Gate(name="gate_sar")([inputs["s1"], inputs["lambda_sar"]])
         x = encoder(layers.Concatenate(axis=-1, name="stacked_bands")([s2, s1]))
-        if dropout:
-            x = layers.Dropout(dropout, name="dropout")(x)
-        logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)
-        super().__init__(inputs=inputs, outputs={"probabilities": probabilities(logits)}, **kwargs)
+        super().__init__(inputs=inputs, outputs={"probabilities": classify(x, num_classes, dropout)}, **kwargs)
         self._keep_config(locals())
         self.encoder = encoder
         self._init_metrics(num_classes)
@@ -173,10 +178,7 @@ class EmbraceNetModel(SinglePassModel):
         dockings = ops.stack([dock_opt, dock_sar], axis=-1)
         availability = layers.Concatenate(name="availability")([inputs["lambda_opt"], inputs["lambda_sar"]])
         x = Embracement(seed=seed, name="embracement")([dockings, availability])
-        if dropout:
-            x = layers.Dropout(dropout, name="dropout")(x)
-        logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)
-        super().__init__(inputs=inputs, outputs={"probabilities": probabilities(logits)}, **kwargs)
+        super().__init__(inputs=inputs, outputs={"probabilities": classify(x, num_classes, dropout)}, **kwargs)
         self._keep_config(locals())
         self.encoder_opt, self.encoder_sar = encoder_opt, encoder_sar
         self.dropout_generator = keras.random.SeedGenerator(seed + 1)
@@ -218,10 +220,7 @@ class SensorDropoutModel(SinglePassModel):
         ones = ops.ones_like(inputs["s1"][..., :1])
         flags = [Gate(name=f"flag_{m}")([ones, inputs[f"lambda_{m}"]]) for m in ("opt", "sar")]
         x = encoder(layers.Concatenate(axis=-1, name="stacked_bands")([s2, s1, *flags]))
-        if dropout:
-            x = layers.Dropout(dropout, name="dropout")(x)
-        logits = layers.Dense(num_classes, dtype="float32", name="logits")(x)
-        super().__init__(inputs=inputs, outputs={"probabilities": probabilities(logits)}, **kwargs)
+        super().__init__(inputs=inputs, outputs={"probabilities": classify(x, num_classes, dropout)}, **kwargs)
         self._keep_config(locals())
         self.encoder = encoder
         self.dropout_generator = keras.random.SeedGenerator(seed + 1)
